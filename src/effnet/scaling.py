@@ -1,0 +1,157 @@
+"""Scaling as pure functions from table to table: width, depth, resolution, compound phi."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+from effnet.tables import NetSpec
+
+
+def make_divisible(value: float, divisor: int = 8, *, round_limit: float = 0.9) -> int:
+    """Round ``value`` to the nearest multiple of ``divisor`` (at least ``divisor``).
+
+    With ``round_limit`` 0.9 (MobileNetV2, EfficientNet) a result more than 10% below ``value`` is
+    bumped up by one ``divisor``; ``round_limit=0`` switches that rule off (EfficientNetV2).
+    """
+    if divisor < 1:
+        raise ValueError(f"divisor must be a positive integer, got {divisor}")
+    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    if rounded < round_limit * value:
+        rounded += divisor
+    return rounded
+
+
+def scale_width(channels: int, multiplier: float, *, divisor: int = 8, round_limit: float = 0.9) -> int:
+    """Channels after a width multiplier, rounded as the family's official code does."""
+    _check_multiplier("width", multiplier)
+    return make_divisible(channels * multiplier, divisor, round_limit=round_limit)
+
+
+def scale_depth(repeats: int, multiplier: float) -> int:
+    """Blocks in a stage after a depth multiplier: ``ceil(repeats * d)``."""
+    _check_multiplier("depth", multiplier)
+    return int(math.ceil(repeats * multiplier))
+
+
+def scale_spec(
+    spec: NetSpec,
+    width: float = 1.0,
+    depth: float = 1.0,
+    *,
+    round_limit: float = 0.9,
+    stem_width: float | None = None,
+    head_width: float | None = None,
+    fix_first_last_depth: bool = False,
+) -> NetSpec:
+    """Scale a whole table by width and depth multipliers.
+
+    ``stem_width``/``head_width`` override the multiplier of the stem and head convs (EfficientNet-Lite
+    keeps both at 1.0; MobileNetV2 widens its head only for width > 1).  ``fix_first_last_depth``
+    keeps the repeats of the first and last stage (EfficientNet-Lite).
+    """
+    _check_multiplier("width", width)
+    _check_multiplier("depth", depth)
+
+    def channels(c: int, w: float) -> int:
+        return scale_width(c, w, round_limit=round_limit)
+
+    last = len(spec.stages) - 1
+    stages = tuple(
+        replace(
+            stage,
+            out_channels=channels(stage.out_channels, width),
+            repeats=stage.repeats if fix_first_last_depth and i in (0, last) else scale_depth(stage.repeats, depth),
+        )
+        for i, stage in enumerate(spec.stages)
+    )
+    stem_w = width if stem_width is None else stem_width
+    head_w = width if head_width is None else head_width
+    return replace(
+        spec,
+        stem_channels=channels(spec.stem_channels, stem_w),
+        stages=stages,
+        head_channels=None if spec.head_channels is None else channels(spec.head_channels, head_w),
+    )
+
+
+def scale_resolution(resolution: int, multiplier: float, *, divisor: int = 1) -> int:
+    """Input side length after a resolution multiplier, rounded to a multiple of ``divisor``."""
+    _check_multiplier("resolution", multiplier)
+    return max(divisor, int(round(resolution * multiplier / divisor)) * divisor)
+
+
+@dataclass(frozen=True)
+class Coefficients:
+    """The four numbers that define one member of a scaled family."""
+
+    width: float
+    depth: float
+    resolution: int
+    dropout: float
+
+
+# The released EfficientNets (official TF `efficientnet_builder.efficientnet_params`).  B1-B7 are
+# NOT alpha**phi, beta**phi, gamma**phi: the authors rounded and hand-picked them.
+EFFICIENTNET_COEFFICIENTS: dict[str, Coefficients] = {
+    "b0": Coefficients(1.0, 1.0, 224, 0.2),
+    "b1": Coefficients(1.0, 1.1, 240, 0.2),
+    "b2": Coefficients(1.1, 1.2, 260, 0.3),
+    "b3": Coefficients(1.2, 1.4, 300, 0.3),
+    "b4": Coefficients(1.4, 1.8, 380, 0.4),
+    "b5": Coefficients(1.6, 2.2, 456, 0.4),
+    "b6": Coefficients(1.8, 2.6, 528, 0.5),
+    "b7": Coefficients(2.0, 3.1, 600, 0.5),
+    "b8": Coefficients(2.2, 3.6, 672, 0.5),
+    "l2": Coefficients(4.3, 5.3, 800, 0.5),
+}
+
+# EfficientNet-Lite (official `efficientnet/lite/efficientnet_lite_builder.py`).
+EFFICIENTNET_LITE_COEFFICIENTS: dict[str, Coefficients] = {
+    "lite0": Coefficients(1.0, 1.0, 224, 0.2),
+    "lite1": Coefficients(1.0, 1.1, 240, 0.2),
+    "lite2": Coefficients(1.1, 1.2, 260, 0.3),
+    "lite3": Coefficients(1.2, 1.4, 280, 0.3),
+    "lite4": Coefficients(1.4, 1.8, 300, 0.3),
+}
+
+# EfficientNetV2 B0-B3 scale the V2-B0 table (official `effnetv2_configs.py`); resolution is the
+# evaluation size, the training size is smaller (paper Table 7 / official README).
+EFFICIENTNET_V2_B_COEFFICIENTS: dict[str, Coefficients] = {
+    "b0": Coefficients(1.0, 1.0, 224, 0.2),
+    "b1": Coefficients(1.0, 1.1, 240, 0.2),
+    "b2": Coefficients(1.1, 1.2, 260, 0.3),
+    "b3": Coefficients(1.2, 1.4, 300, 0.3),
+}
+
+
+def compound_coefficients(
+    phi: float,
+    *,
+    alpha: float = 1.2,
+    beta: float = 1.1,
+    gamma: float = 1.15,
+    base_resolution: int = 224,
+    dropout: float = 0.2,
+) -> Coefficients:
+    """Compound scaling (EfficientNet eq. 3): depth alpha**phi, width beta**phi, resolution gamma**phi.
+
+    Any real ``phi`` is accepted (negative shrinks the network).  Resolution is rounded to a multiple
+    of 8.
+    """
+    for name, value in (("alpha", alpha), ("beta", beta), ("gamma", gamma)):
+        if not value > 0:
+            raise ValueError(f"{name} must be > 0, got {value}")
+    if not math.isfinite(phi):
+        raise ValueError(f"phi must be a finite real number, got {phi}")
+    return Coefficients(
+        width=beta**phi,
+        depth=alpha**phi,
+        resolution=scale_resolution(base_resolution, gamma**phi, divisor=8),
+        dropout=dropout,
+    )
+
+
+def _check_multiplier(what: str, value: float) -> None:
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        raise ValueError(f"{what} multiplier must be a finite number > 0, got {value!r}")
