@@ -1,0 +1,59 @@
+"""``effnet`` command line: one subcommand per module, imported only when it runs.
+
+Each subcommand module defines ``add_arguments(parser)`` and ``run(args) -> int``.  Errors a user
+can cause (bad paths, names, sizes) surface as one line on stderr and exit status 2, not a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "models": ("effnet.cli_models", "list the zoo's model names"),
+    "zoo": ("effnet.analysis.zoo_cli", "every zoo model: params, MACs, activations against the papers"),
+    "profile": ("effnet.analysis.profile_cli", "per-layer params, MACs, bytes, intensity (and timings) of a model"),
+    "bench": ("effnet.analysis.bench_cli", "throughput and latency of several models, eager/channels_last/compile"),
+    "train": ("effnet.train.cli", "train a model (default: the embedded digits data set)"),
+    "evaluate": ("effnet.train.evaluate_cli", "top-1/top-5, per-class accuracy and confusion matrix of a checkpoint"),
+    "predict": ("effnet.train.predict_cli", "top-k classes of images with a checkpoint"),
+}
+
+
+class UserError(Exception):
+    """A mistake in what the user asked for; printed as one line, exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="effnet", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(_module=module)
+        if name in _requested(sys.argv):  # import only the module that will run
+            importlib.import_module(module).add_arguments(p)
+    return parser
+
+
+def _requested(argv: list[str]) -> set[str]:
+    return {a for a in argv[1:] if a in COMMANDS}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    sys.argv = [sys.argv[0], *argv]
+    args = build_parser().parse_args(argv)
+    try:
+        return int(importlib.import_module(args._module).run(args) or 0)
+    except (UserError, ValueError, TypeError, OSError) as e:
+        if os.environ.get("EFFNET_DEBUG"):  # EFFNET_DEBUG=1 shows the traceback
+            raise
+        print(f"effnet {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
