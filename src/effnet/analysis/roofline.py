@@ -1,0 +1,79 @@
+"""The roofline chart: each layer at (arithmetic intensity, achieved FLOP/s) under the two measured ceilings."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from effnet.analysis.measure import Measurement
+
+# One colour per layer kind of the analytic profile, so charts of different models read alike.
+KIND_COLOURS = {
+    "conv": "tab:blue", "depthwise": "tab:red", "pointwise": "tab:green", "fused-conv": "tab:purple",
+    "se": "tab:orange", "linear": "tab:brown", "norm-act": "tab:gray", "add": "tab:pink", "pool": "tab:olive",
+}
+
+
+def save_figure(fig, path: str | Path) -> Path:
+    """Write a matplotlib figure as PNG atomically (temp file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            fig.savefig(f, format="png", dpi=130, bbox_inches="tight")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def plot_roofline(m: Measurement, path: str | Path) -> Path:
+    """Draw the layers of ``m`` on a log-log roofline and save it as a PNG at ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display needed
+    import matplotlib.pyplot as plt
+
+    c = m.ceilings
+    measured = [t for t in m.layers if t.measured_s and t.record.flops > 0 and t.record.bytes > 0]
+    # Layers without FLOPs (adds, pools) have intensity 0, which a log axis cannot show.
+    no_flops = sum(1 for t in m.layers if t.record.flops == 0)
+    pts = measured or [t for t in m.layers if t.record.flops > 0 and t.record.bytes > 0]
+    xs = [t.record.intensity for t in pts]
+    lo = min(xs + [c.ridge_intensity]) / 4 if xs else c.ridge_intensity / 100
+    hi = max(xs + [c.ridge_intensity]) * 4 if xs else c.ridge_intensity * 100
+
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    grid = [lo * (hi / lo) ** (i / 200) for i in range(201)]
+    ax.plot(grid, [min(c.peak_flops, c.bandwidth * x) for x in grid], color="black", lw=1.5)
+    ax.axhline(c.peak_flops, color="black", ls=":", lw=0.8)
+    ax.text(hi, c.peak_flops * 1.08, f"matmul {c.peak_flops / 1e12:.3g} TFLOP/s", ha="right", fontsize=8)
+    ax.text(lo * 1.2, c.bandwidth * lo * 1.3, f"copy {c.bandwidth / 1e9:.4g} GB/s", rotation=0, fontsize=8)
+    ax.axvline(c.ridge_intensity, color="black", ls=":", lw=0.8)
+
+    for kind in sorted({t.record.kind for t in pts}):
+        sel = [t for t in pts if t.record.kind == kind]
+        ys = [t.achieved_flops if measured else min(c.peak_flops, c.bandwidth * t.record.intensity) for t in sel]
+        ax.scatter([t.record.intensity for t in sel], ys, s=18, label=f"{kind} ({len(sel)})",
+                   color=KIND_COLOURS.get(kind, "tab:cyan"), alpha=0.8,
+                   facecolors=None if measured else "none")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("arithmetic intensity (FLOP / byte moved)")
+    ax.set_ylabel("achieved FLOP/s" if measured else "roofline bound FLOP/s (no per-layer times)")
+    mode = ", channels_last" if m.channels_last else ""
+    mode += ", compiled: predictions only" if not measured else ""
+    ax.set_title(f"{m.model}: {m.dtype}, batch {m.batch_size}{mode}\n{c.device_name}", fontsize=10)
+    if no_flops:
+        ax.plot([], [], " ", label=f"{no_flops} FLOP-free layers not drawn")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(True, which="both", alpha=0.2)
+    try:
+        return save_figure(fig, path)
+    finally:
+        plt.close(fig)
