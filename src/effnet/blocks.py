@@ -18,7 +18,7 @@ class DepthwiseSeparable(nn.Module):
     def __init__(self, in_ch: int, out_ch: int, *, kernel: int = 3, stride: int = 1, activation: str = "relu6",
                  bn_eps: float = 1e-5, bn_momentum: float = 0.1, padding: str = "symmetric") -> None:
         super().__init__()
-        norm = dict(bn_eps=bn_eps, bn_momentum=bn_momentum)
+        norm = {"bn_eps": bn_eps, "bn_momentum": bn_momentum}
         self.depthwise = ConvNormAct(in_ch, in_ch, kernel, stride, groups=in_ch, activation=activation,
                                      padding=padding, **norm)
         self.pointwise = ConvNormAct(in_ch, out_ch, 1, activation=activation, **norm)
@@ -40,8 +40,8 @@ class MBConv(nn.Module):
                  bn_eps: float = 1e-5, bn_momentum: float = 0.1, padding: str = "symmetric") -> None:
         super().__init__()
         _check_expand_ratio(expand_ratio)
-        norm = dict(bn_eps=bn_eps, bn_momentum=bn_momentum)
-        mid_ch = int(round(in_ch * expand_ratio))
+        norm = {"bn_eps": bn_eps, "bn_momentum": bn_momentum}
+        mid_ch = round(in_ch * expand_ratio)
         self.has_residual = stride == 1 and in_ch == out_ch
         self.expand = (ConvNormAct(in_ch, mid_ch, 1, activation=activation, **norm)
                        if expand_ratio != 1 else nn.Identity())
@@ -71,10 +71,10 @@ class FusedMBConv(nn.Module):
                  bn_eps: float = 1e-5, bn_momentum: float = 0.1, padding: str = "symmetric") -> None:
         super().__init__()
         _check_expand_ratio(expand_ratio)
-        norm = dict(bn_eps=bn_eps, bn_momentum=bn_momentum)
+        norm = {"bn_eps": bn_eps, "bn_momentum": bn_momentum}
         self.has_residual = stride == 1 and in_ch == out_ch
         fused = expand_ratio == 1
-        mid_ch = out_ch if fused else int(round(in_ch * expand_ratio))
+        mid_ch = out_ch if fused else round(in_ch * expand_ratio)
         self.expand = ConvNormAct(in_ch, mid_ch, kernel, stride, activation=activation, padding=padding, **norm)
         self.se = (SqueezeExcitation(mid_ch, se_squeeze_channels(in_ch, se_ratio), activation)
                    if se_ratio > 0 else nn.Identity())

@@ -62,7 +62,7 @@ class EfficientConvNet(nn.Module):
         super().__init__()
         self.config = config
         spec, c = config.spec, config
-        norm = dict(bn_eps=c.bn_eps, bn_momentum=c.bn_momentum)
+        norm = {"bn_eps": c.bn_eps, "bn_momentum": c.bn_momentum}
         self.stem = ConvNormAct(c.in_chans, spec.stem_channels, spec.stem_kernel, spec.stem_stride,
                                 activation=c.activation, padding=c.padding, **norm)
 

@@ -31,7 +31,7 @@ def scale_width(channels: int, multiplier: float, *, divisor: int = 8, round_lim
 def scale_depth(repeats: int, multiplier: float) -> int:
     """Blocks in a stage after a depth multiplier: ``ceil(repeats * d)``."""
     _check_multiplier("depth", multiplier)
-    return int(math.ceil(repeats * multiplier))
+    return math.ceil(repeats * multiplier)
 
 
 def scale_spec(
@@ -78,7 +78,7 @@ def scale_spec(
 def scale_resolution(resolution: int, multiplier: float, *, divisor: int = 1) -> int:
     """Input side length after a resolution multiplier, rounded to a multiple of ``divisor``."""
     _check_multiplier("resolution", multiplier)
-    return max(divisor, int(round(resolution * multiplier / divisor)) * divisor)
+    return max(divisor, round(resolution * multiplier / divisor) * divisor)
 
 
 @dataclass(frozen=True)
