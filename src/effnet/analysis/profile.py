@@ -90,7 +90,7 @@ class LayerRecord:
 
 def summarize(records: Iterable[LayerRecord]) -> dict:
     """Sums over ``records``: layers, params, macs, flops, activations, bytes and overall intensity."""
-    s = dict(layers=0, params=0, macs=0, activations=0, bytes_read=0, bytes_written=0)
+    s = {"layers": 0, "params": 0, "macs": 0, "activations": 0, "bytes_read": 0, "bytes_written": 0}
     for r in records:
         s["layers"] += 1
         for k in ("params", "macs", "activations", "bytes_read", "bytes_written"):
@@ -316,7 +316,7 @@ class _Counter(TorchDispatchMode):
 
     def _post_hook(self):
         def hook(module: nn.Module, args, kwargs, output):
-            path, m, builder = self.stack.pop()
+            _path, m, builder = self.stack.pop()
             assert m is module, "module hooks out of order"
             if builder is not None:
                 builder.outputs = _tensors(output)
