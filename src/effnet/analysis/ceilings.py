@@ -79,6 +79,7 @@ def library_versions(device: torch.device) -> dict:
     v = {"torch": torch.__version__}
     if device.type == "cuda":
         v["cuda"] = str(torch.version.cuda)
+        v["cudnn_tf32"] = str(torch.backends.cudnn.allow_tf32)  # the float32 roof is TF32 when this is on
     else:
         v["threads"] = str(torch.get_num_threads())
     return v
@@ -144,7 +145,15 @@ def measure_ceilings(device: str | torch.device = "cpu", dtype: torch.dtype = to
     if n < 1 or nbytes < 1:
         raise ValueError(f"matmul_size and copy_bytes must be positive, got {n}, {nbytes}")
 
-    peak = _matmul_rate(d, dtype, n, warmup, runs)
+    # cuDNN runs float32 convolutions on TF32 tensor cores unless told not to (PyTorch's default), so
+    # the float32 roof for convolutions is the TF32 matmul rate: measure the matmul the same way.
+    tf32 = d.type == "cuda" and dtype == torch.float32 and torch.backends.cudnn.allow_tf32
+    saved = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = tf32 or saved
+    try:
+        peak = _matmul_rate(d, dtype, n, warmup, runs)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = saved
     bandwidth, moved = _copy_bandwidth(d, dtype, nbytes, warmup, runs)
     return Ceilings(
         device=str(d), device_name=device_name(d), dtype=str(dtype).removeprefix("torch."),

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from effnet.analysis.ceilings import Ceilings, get_ceilings, resolve_device
+from effnet.analysis.hooks import HookTimer, attribute, hook_overhead, plan
 
 if TYPE_CHECKING:
     from effnet.analysis.profile import LayerRecord, Profile
@@ -90,118 +91,6 @@ def time_fn(fn: Callable[[], object], *, warmup: int = 3, runs: int = 20, device
     return Timing(tuple(times), warmup)
 
 
-class HookTimer:
-    """Start/end stamps of chosen modules during one forward, by forward pre-hooks and hooks."""
-
-    def __init__(self, model: nn.Module, names: set[str], device: torch.device) -> None:
-        self.cuda = device.type == "cuda"
-        self.spans: dict[str, list[list]] = {}
-        self.handles = []
-        for name, m in model.named_modules():
-            if name in names:
-                self.handles.append(m.register_forward_pre_hook(self._pre(name)))
-                self.handles.append(m.register_forward_hook(self._post(name)))
-
-    def _stamp(self) -> object:
-        if self.cuda:
-            e = torch.cuda.Event(enable_timing=True)
-            e.record()
-            return e
-        return time.perf_counter()
-
-    def _pre(self, name: str) -> Callable:
-        def hook(module, args):
-            self.spans.setdefault(name, []).append([self._stamp(), None])
-        return hook
-
-    def _post(self, name: str) -> Callable:
-        def hook(module, args, output):
-            self.spans[name][-1][1] = self._stamp()
-        return hook
-
-    def run(self, fn: Callable[[], object]) -> dict[str, list[float]]:
-        """Seconds spent inside each hooked module during ``fn()``, one entry per call of the module."""
-        self.spans = {}
-        fn()
-        if self.cuda:
-            torch.cuda.synchronize()
-        if self.cuda:
-            return {n: [a.elapsed_time(b) / 1e3 for a, b in spans] for n, spans in self.spans.items()}
-        return {n: [b - a for a, b in spans] for n, spans in self.spans.items()}
-
-    def remove(self) -> None:
-        for h in self.handles:
-            h.remove()
-
-
-def _base(name: str) -> str:
-    """The profile names a module's second call ``path#1``: the module path without that suffix."""
-    return name.split("#", 1)[0]
-
-
-def _parent(name: str, modules: set[str]) -> str:
-    """The innermost module whose qualified name is a prefix of ``name`` ("" is the model itself)."""
-    parts = _base(name).split(".")
-    for i in range(len(parts) - 1, 0, -1):
-        p = ".".join(parts[:i])
-        if p in modules:
-            return p
-    return ""
-
-
-@dataclass(frozen=True)
-class _Plan:
-    """Which modules to hook and how their times become per-record times."""
-
-    hooked: set[str]  # every module timed
-    tree_parent: dict[str, str]  # hooked module -> nearest hooked ancestor
-    functional: dict[str, list[str]]  # hooked module -> records timed as its time outside its children
-    calls: dict[str, list[str]]  # module that is a record -> its records, one per call ("p", "p#1", ...)
-
-
-def _plan(records: list[LayerRecord], modules: set[str]) -> _Plan:
-    """Hook the modules that are records, the parents of functional records and what lies between."""
-    calls: dict[str, list[str]] = {}
-    functional: dict[str, list[str]] = {}
-    for r in records:
-        if _base(r.name) in modules and _base(r.name):
-            calls.setdefault(_base(r.name), []).append(r.name)
-        else:
-            functional.setdefault(_parent(r.name, modules), []).append(r.name)
-    hooked = set(calls) | set(functional) | {""}
-    for name in list(hooked):  # ancestors too, so that "time outside children" is defined everywhere
-        parts = name.split(".") if name else []
-        hooked.update(p for p in (".".join(parts[:i]) for i in range(len(parts))) if p in modules)
-    for parent in functional:  # and the direct children of a parent of functional records
-        hooked.update(m for m in modules if m and _parent(m, modules) == parent)
-    return _Plan(hooked, {m: _parent(m, hooked) for m in hooked if m}, functional, calls)
-
-
-def _attribute(inclusive: dict[str, list[float]], plan: _Plan,
-               predicted: dict[str, float]) -> tuple[dict[str, float], float]:
-    """Per-record seconds from per-module per-call seconds; also the time that belongs to no record."""
-    exclusive = {m: sum(ts) for m, ts in inclusive.items()}
-    for m, p in plan.tree_parent.items():
-        if m in inclusive and p in exclusive:
-            exclusive[p] -= sum(inclusive[m])
-    out: dict[str, float] = {}
-    unattributed = 0.0
-    for m, t in exclusive.items():
-        if m in plan.calls:  # a module that is a record: one record per call, split as the calls took
-            per_call, total = inclusive[m], sum(inclusive[m]) or 1.0
-            for name, call in zip(plan.calls[m], per_call):
-                out[name] = t * call / total
-        elif m in plan.functional:  # time outside children, shared by the functional ops by prediction
-            names = plan.functional[m]
-            weights = [predicted.get(n, 0.0) for n in names]
-            total = sum(weights)
-            for n, w in zip(names, weights):
-                out[n] = t * (w / total if total else 1 / len(names))
-        else:
-            unattributed += t  # container bookkeeping, Identity, Dropout
-    return out, unattributed
-
-
 @dataclass(frozen=True)
 class LayerTime:
     """One profile record with its roofline prediction and, unless compiled, its measured time."""
@@ -247,6 +136,7 @@ class Measurement:
     whole: Timing  # the forward without hooks
     hooked: Timing | None = None  # the forward with hooks (None when compiled)
     unattributed_s: float = 0.0  # inside the hooked forward, time that belongs to no record
+    hook_overhead_s: float = 0.0  # the hooks' own calibrated cost, taken off the per-layer times (CPU only)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -304,6 +194,14 @@ class Measurement:
             lines.append(f"per-layer sum: {s * 1e3:.3f} ms = {s / self.whole.median:.1%} of the whole forward; "
                          f"unaccounted {share:+.1%} ({verdict}; launch gaps and framework overhead, "
                          f"negative = the timing hooks' own cost)")
+        if not self.compiled:
+            lines.append("time by kind: share of the per-layer sum, achieved FLOP/s, share of the roof reached, "
+                         "memory-bound layers")
+            for kind, k in self.by_kind().items():
+                rate = "-" if k["achieved_flops"] is None else f"{k['achieved_flops'] / 1e9:.1f} GFLOP/s"
+                reached = "-" if k["fraction"] is None else f"{k['fraction']:.0%}"
+                lines.append(f"  {kind:<10} {k['share'] or 0:6.1%}  {k['measured_s'] * 1e3:9.3f} ms  {rate:>16}  "
+                             f"{reached:>5} of roof  {k['memory_bound']}/{k['layers']} memory-bound")
         lines.extend(self.notes)
         return lines
 
@@ -313,7 +211,7 @@ class Measurement:
                 "ceilings": self.ceilings.to_dict(), "whole": self.whole.to_dict(),
                 "hooked": self.hooked.to_dict() if self.hooked else None,
                 "per_layer_sum_s": self.per_layer_sum_s, "unaccounted_share": self.unaccounted_share,
-                "unattributed_s": self.unattributed_s, "by_kind": self.by_kind(),
+                "unattributed_s": self.unattributed_s, "hook_overhead_s": self.hook_overhead_s, "by_kind": self.by_kind(),
                 "layers": [t.to_dict() for t in self.layers], "notes": self.notes}
 
 
@@ -350,31 +248,34 @@ def measure(model: nn.Module, input_size: tuple[int, ...] | int, device: str | t
 
     m = prepare(model, d, dtype, channels_last)
     x = make_input(tuple(analytic.input_size), d, dtype, channels_last)
-    fwd = torch.compile(m) if compile else m
+    fwd = torch.compile(m, dynamic=False) if compile else m
     notes: list[str] = []
     with torch.inference_mode():
         whole = time_fn(lambda: fwd(x), warmup=warmup, runs=runs, device=d)
         per_record: dict[str, float] = {}
-        hooked, unattributed = None, 0.0
+        hooked, unattributed, hook_cost = None, 0.0, 0.0
         if compile:
             notes.append("torch.compile: per-layer times not measured, only the whole forward")
         else:
-            plan = _plan(analytic.layers, {n for n, _ in m.named_modules()})
-            timer = HookTimer(m, plan.hooked, d)
+            overhead = hook_overhead(d)
+            p = plan(analytic.layers, {n for n, _ in m.named_modules()})
+            timer = HookTimer(m, p.hooked, d)
             try:
-                samples, totals, leftovers = [], [], []
+                samples, totals, leftovers, removed = [], [], [], []
                 for i in range(warmup + runs):
                     inclusive = timer.run(lambda: m(x))
                     if i >= warmup:
-                        rec, left = _attribute(inclusive, plan, predicted)
+                        rec, left, cost = attribute(inclusive, p, predicted, overhead)
                         samples.append(rec)
-                        totals.append(inclusive[""])
+                        totals.append(sum(inclusive[""]))
                         leftovers.append(left)
+                        removed.append(cost)
             finally:
                 timer.remove()
             per_record = {n: statistics.median(s[n] for s in samples) for n in samples[0]}
             hooked = Timing(tuple(totals), warmup)
             unattributed = statistics.median(leftovers)
+            hook_cost = statistics.median(removed)
             missing = [r.name for r in analytic.layers if r.name not in per_record]
             if missing:
                 notes.append(f"{len(missing)} profile records were not reached by the forward: {missing[:3]}")
@@ -382,4 +283,4 @@ def measure(model: nn.Module, input_size: tuple[int, ...] | int, device: str | t
               for r in analytic.layers]
     model_name = name or getattr(getattr(model, "config", None), "name", None) or type(model).__name__
     return Measurement(model_name, str(d), str(dtype).removeprefix("torch."), batch_size, channels_last,
-                       compile, ceilings, layers, whole, hooked, unattributed, notes)
+                       compile, ceilings, layers, whole, hooked, unattributed, hook_cost, notes)
