@@ -161,7 +161,11 @@ def profile(
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     shape = (batch_size, *_sample_shape(model, input_size))
     device = torch.device(device)
-    work = _copy_to(model, device, dtype).eval()
+    # A model already on meta in the right dtype runs as it is (put in eval mode for the pass, then
+    # back); anything else runs as a copy, so the caller's weights and mode are never touched.
+    work = model if _is_meta(model, dtype) and device.type == "meta" else _copy_to(model, device, dtype)
+    modes = {m: m.training for m in work.modules()}
+    work.eval()
     if device.type == "meta":
         x = torch.empty(shape, device=device, dtype=dtype)
     else:
@@ -175,7 +179,14 @@ def profile(
         raise ValueError(f"forward pass failed for input shape {shape}: {first}") from e
     finally:
         counter.remove_hooks()
+        for m, training in modes.items():
+            m.training = training
     return Profile(counter.finish(), shape, dtype)
+
+
+def _is_meta(model: nn.Module, dtype: torch.dtype) -> bool:
+    tensors = [*model.parameters(), *model.buffers()]
+    return all(t.is_meta and (t.dtype == dtype or not t.is_floating_point()) for t in tensors)
 
 
 def _sample_shape(model: nn.Module, input_size: int | Sequence[int]) -> tuple[int, ...]:
@@ -273,12 +284,13 @@ class _Counter(TorchDispatchMode):
     def __init__(self, model: nn.Module, dtype: torch.dtype) -> None:
         super().__init__()
         self.model = model
-        self.itemsize = torch.empty((), dtype=dtype).element_size()
+        self.itemsize = dtype.itemsize
         self.stack: list[tuple[str, nn.Module, _Builder | None]] = []
         self.builders: list[_Builder] = []
         self.seen_params: set[int] = set()
         self.name_count: dict[str, int] = {}
         self.handles = []
+        self.leaves = {id(m) for m in model.modules() if next(m.children(), None) is None}
         for path, m in model.named_modules():
             self.handles.append(m.register_forward_pre_hook(self._pre_hook(path), with_kwargs=True))
             self.handles.append(m.register_forward_hook(self._post_hook(), with_kwargs=True, always_call=True))
@@ -301,7 +313,7 @@ class _Counter(TorchDispatchMode):
     def _pre_hook(self, path: str):
         def hook(module: nn.Module, args, kwargs):
             builder = None
-            if not any(True for _ in module.children()):  # a leaf: everything inside is one record
+            if id(module) in self.leaves:  # a leaf: everything inside is one record
                 builder = _Builder(self._unique(path), path, _tensors((args, kwargs)))
                 self._flags(builder, (module,))
                 for p in module.parameters():

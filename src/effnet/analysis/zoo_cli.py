@@ -9,15 +9,15 @@ a published figure the source rounds is marked ``≈``; a deviation beyond the t
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import tempfile
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
-from effnet.analysis.profile import profile
+from effnet.analysis.profile import Profile, profile
 from effnet.analysis.table import FORMATS, Column, human, percent, render
 from effnet.reference import PUBLISHED, Published
 from effnet.zoo import MODELS, create_model, list_models
@@ -86,16 +86,27 @@ class ZooRow:
         return "; ".join(parts)
 
 
-@functools.cache
-def zoo_row(name: str, dtype: torch.dtype = torch.float32) -> ZooRow:
-    """Analytic counts of zoo model ``name`` at its default resolution (cached: recipes are fixed)."""
+# (name, dtype) -> row: recipes are fixed, so one count serves the whole process.
+_ROWS: dict[tuple[str, torch.dtype], ZooRow] = {}
+
+
+def zoo_profile(name: str, dtype: torch.dtype = torch.float32) -> tuple[nn.Module, Profile]:
+    """Zoo model ``name`` built on the meta device, and its profile at its default resolution."""
     with torch.device("meta"):  # no weights are allocated, whatever the model's size
         model = create_model(name)
-    resolution = MODELS[name].resolution
-    t = profile(model, resolution, dtype).totals()
-    itemsize = torch.empty((), dtype=dtype).element_size()
-    return ZooRow(name, resolution, t["params"], t["macs"], t["activations"], t["activations"] * itemsize,
-                  PUBLISHED.get(name))
+    prof = profile(model, MODELS[name].resolution, dtype)
+    t = prof.totals()
+    _ROWS[name, dtype] = ZooRow(name, MODELS[name].resolution, t["params"], t["macs"], t["activations"],
+                                t["activations"] * dtype.itemsize,
+                                PUBLISHED.get(name))
+    return model, prof
+
+
+def zoo_row(name: str, dtype: torch.dtype = torch.float32) -> ZooRow:
+    """Analytic counts of zoo model ``name`` at its default resolution."""
+    if (name, dtype) not in _ROWS:
+        zoo_profile(name, dtype)
+    return _ROWS[name, dtype]
 
 
 def zoo_rows(pattern: str = "*", dtype: torch.dtype = torch.float32) -> list[ZooRow]:
@@ -167,7 +178,6 @@ def render_zoo(rows: list[ZooRow], fmt: str = "table", dtype: torch.dtype = torc
         "Sources:",
         "",
         *[f"- {s}" for s in sources],
-        "",
     ])
 
 
