@@ -207,11 +207,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.output and not os.path.isdir(os.path.dirname(os.path.abspath(args.output))):
+        raise ValueError(f"cannot write {args.output}: its folder does not exist")
     dtype = DTYPES[args.dtype]
     text = render_zoo(zoo_rows(args.pattern, dtype), args.format, dtype)
     if args.output:
-        if not os.path.isdir(os.path.dirname(os.path.abspath(args.output))):
-            raise ValueError(f"cannot write {args.output}: its folder does not exist")
         write_atomic(args.output, text if text.endswith("\n") else text + "\n")
     else:
         print(text)
