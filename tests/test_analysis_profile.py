@@ -142,6 +142,15 @@ def test_torchvision_models(build, adds):
     assert len({r.name for r in p.layers}) == len(p.layers)
 
 
+def test_tf_same_padding_counts_the_same_macs():
+    # Conv2dSame pads inside its forward: the pad belongs to the conv's record, the MACs stay exact.
+    model = meta(lambda: effnet.create_model("efficientnet_b0", padding="same"))
+    p = profile(model, 65)
+    assert p.totals()["macs"] == flop_counter_macs(model, (1, 3, 65, 65))
+    assert p.totals()["macs"] == profile(meta(lambda: effnet.create_model("efficientnet_b0")), 65).totals()["macs"]
+    assert p.get("stages.1.0.depthwise.conv").kind == "depthwise" and not any(r.kind == "other" for r in p.layers)
+
+
 def test_module_called_twice_gets_two_records():
     p = profile(meta(torchvision.models.resnet18), 64)
     names = [r.name for r in p.layers if r.name.startswith("layer1.0.relu")]

@@ -147,7 +147,7 @@ def profile(
     batch_size: int = 1,
     device: str = "meta",
 ) -> Profile:
-    """Profile one forward pass of ``model`` (left untouched: a weightless copy runs in eval mode).
+    """Profile one forward pass of ``model`` in eval mode; the model is left as it was.
 
     ``input_size``: an int N (a square N x N image), ``(H, W)`` (channels taken from the model), or
     the full per-sample shape such as ``(C, H, W)``.  ``device="meta"`` counts analytically; another
@@ -174,9 +174,10 @@ def profile(
     try:
         with torch.no_grad(), counter:
             work(x)
-    except RuntimeError as e:
+    except (RuntimeError, NotImplementedError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"forward pass failed for input shape {shape}: {first}") from e
+        hint = " (an op with no meta kernel? try device='cpu')" if isinstance(e, NotImplementedError) else ""
+        raise ValueError(f"forward pass failed for input shape {shape}: {first}{hint}") from e
     finally:
         counter.remove_hooks()
         for m, training in modes.items():
