@@ -57,7 +57,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=1, help="batch size (default: 1)")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32",
                         help="dtype the bytes are counted at (default: float32)")
-    parser.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
+    parser.add_argument("--format", choices=FORMATS, default="table",
+                        help="output format (default: table); csv holds the layer rows only, json everything")
     parser.add_argument("--no-layers", action="store_true", help="only the roll-ups and totals")
     parser.add_argument("--by-block", action="store_true", help="add the per-block roll-up")
     parser.add_argument("--conv-cost", nargs=5, type=int, metavar=("K", "C_IN", "C_OUT", "H", "W"),
@@ -86,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be a positive integer, got {args.batch_size}")
     measuring = getattr(args, "measure", False)
+    if getattr(args, "roofline", None) and not measuring:
+        raise UserError("--roofline needs --measure (the chart plots measured layers)")
     # Counting needs shapes only (meta); measuring needs real weights on the CPU first.
     model, default_res = build(args.model, "cpu" if measuring else "meta")
     resolution = args.resolution or default_res
