@@ -341,24 +341,24 @@ class _Counter(TorchDispatchMode):
         name = _op_name(func)
         if func.is_view or name in _FREE_OPS:
             return out
-        leaf = self.stack[-1][2] if self.stack else None
-        if leaf is None:  # a functional op in a container's forward: a record of its own
+        b = self.stack[-1][2] if self.stack else None
+        if b is None:  # a functional op in a container's forward: a record of its own
             inputs = _tensors((args, kwargs))
             if not inputs:
                 return out
             module_path = self.stack[-1][0] if self.stack else ""
-            leaf = _Builder(self._unique(f"{module_path}.{name}" if module_path else name), module_path,
+            b = _Builder(self._unique(f"{module_path}.{name}" if module_path else name), module_path,
                             [t for t in inputs if not isinstance(t, nn.Parameter)])
-            self._flags(leaf)
+            self._flags(b)
             for p in inputs:
                 if isinstance(p, nn.Parameter):
-                    leaf.weights.append(p)
+                    b.weights.append(p)
                     if id(p) not in self.seen_params:
                         self.seen_params.add(id(p))
-                        leaf.params += p.numel()
-            leaf.outputs = _tensors(out)
-            self.builders.append(leaf)
-        self._count(leaf, name, args, kwargs, out)
+                        b.params += p.numel()
+            b.outputs = _tensors(out)
+            self.builders.append(b)
+        self._count(b, name, args, kwargs, out)
         return out
 
     def _count(self, b: _Builder, name: str, args: tuple, kwargs: dict, out) -> None:
