@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -94,6 +95,9 @@ def test_ceilings_cache_is_reused_and_bypassed(tmp_path, monkeypatch):
     first = get_ceilings("cpu", cache_path=path, **small)
     assert json.loads(path.read_text())  # written
     assert not list(tmp_path.glob("*.tmp"))  # atomically: no temp file left behind
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # not the temp file's private mode
 
     def fail(*a, **k):
         raise AssertionError("measured although cached")

@@ -16,7 +16,6 @@ import json
 import os
 import platform
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -25,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from effnet.analysis.ceilings import device_name, resolve_device
+from effnet.analysis.ceilings import device_name, resolve_device, write_atomic
 from effnet.analysis.measure import make_input, prepare, time_fn
 
 MODES = ("eager", "channels_last", "compile")
@@ -239,17 +238,7 @@ def _line(r: BenchResult) -> str:
 
 def write_text(path: str | Path, text: str) -> Path:
     """Write ``text`` atomically (temp file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomic(path, text.encode())
 
 
 def write_json(data: dict, path: str | Path) -> Path:

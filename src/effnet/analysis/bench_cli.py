@@ -27,6 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runs", type=int, help="timed runs per case, median reported (default: CPU 5, CUDA 30)")
     p.add_argument("--warmup", type=int, help="untimed runs first (default: CPU 2, CUDA 10)")
     p.add_argument("--resolution", type=int, help="one input size for all models (default: each model's own)")
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's own choice)")
     p.add_argument("--out", default="bench-results", help="folder for bench-<device>.json/.md and the PNG")
     p.add_argument("--no-ceilings", action="store_true", help="skip measuring the device's matmul/copy ceilings")
     p.add_argument("--combine", nargs="+", metavar="JSON",
@@ -60,6 +61,10 @@ def run(args: argparse.Namespace) -> int:
     from effnet.analysis.ceilings import get_ceilings, resolve_device
 
     d = resolve_device(device)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
     defaults = bench.DEVICE_DEFAULTS[d.type]
     models = list(_list(args.models, bench.default_models()))
     batch_sizes = _list(args.batch_sizes, defaults["batch_sizes"], int)

@@ -182,16 +182,22 @@ def _read_cache(path: Path) -> dict:
         return {}  # a missing or damaged cache is measured again, never trusted
 
 
-def _write_atomic(path: Path, data: dict) -> None:
+def write_atomic(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` via a temp file in the same folder and ``os.replace`` (readable as usual)."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1, sort_keys=True)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; a result file should not be
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return path
 
 
 def get_ceilings(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, *,
@@ -213,7 +219,7 @@ def get_ceilings(device: str | torch.device = "cpu", dtype: torch.dtype = torch.
         try:
             data = _read_cache(path)
             data[key] = c.to_dict()
-            _write_atomic(path, data)
+            write_atomic(path, json.dumps(data, indent=1, sort_keys=True).encode())
         except OSError:
             pass  # a read-only home must not stop a measurement
     return c

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from effnet.analysis.ceilings import write_atomic
 from effnet.analysis.table import Column, human, render
 
 if TYPE_CHECKING:
@@ -58,17 +58,9 @@ def render_kinds(m: Measurement, fmt: str = "table") -> str:
 
 def save_figure(fig, path: str | Path) -> Path:
     """Write a matplotlib figure as PNG atomically (temp file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=130, bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=130, bbox_inches="tight")
+    return write_atomic(path, buf.getvalue())
 
 
 def plot_roofline(m: Measurement, path: str | Path) -> Path:

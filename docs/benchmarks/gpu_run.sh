@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The GPU run behind docs/benchmarks/gpu.md, as one command on a machine with one CUDA GPU.
+# Usage (repository root): OUT=/some/dir bash docs/benchmarks/gpu_run.sh; tar czf gpu.tgz -C $OUT work
+# Writes JSON, markdown, PNGs and versions under $OUT/work.  Each step has a time limit so that a
+# slow step leaves the others' results; bench writes its JSON after every case.
+set -u
+export PYTHONPATH=src PYTHONUNBUFFERED=1
+W=$OUT/work
+mkdir -p "$W"
+export EFFNET_CACHE_DIR=$W/cache  # the measured ceilings land next to the results
+{
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv
+  python3 -c "import torch, torchvision, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, \
+'cudnn', torch.backends.cudnn.version(), 'torchvision', torchvision.__version__, 'triton', triton.__version__)"
+  grep -m1 "model name" /proc/cpuinfo
+} > "$W/versions.txt" 2>&1
+cat "$W/versions.txt"
+
+# 1. ceilings, and per-layer roofline of EfficientNet-B0, MobileNetV2 and ResNet-50:
+#    batch 256 bf16 channels_last (GPU-bound: kernel times) and batch 1 fp32 eager (launch-bound).
+for model in efficientnet_b0 mobilenet_v2_100 torchvision:resnet50; do
+  tag=${model#torchvision:}
+  timeout 90 python3 -m effnet profile "$model" --measure --device cuda --dtype bfloat16 --batch-size 256 \
+    --channels-last --roofline "$W/roofline-$tag-bf16-b256.png" --format markdown > "$W/profile-$tag-bf16-b256.md"
+  timeout 60 python3 -m effnet profile "$model" --measure --device cuda --roofline "$W/roofline-$tag-fp32-b1.png" \
+    --format markdown > "$W/profile-$tag-fp32-b1.md"
+  head -16 "$W/profile-$tag-bf16-b256.md"
+done
+
+# 2. eager and channels_last, fp32 and bf16, batch 1 and 256
+timeout 200 python3 -m effnet bench --device cuda --modes eager,channels_last --dtypes float32,bfloat16 \
+  --batch-sizes 1,256 --runs 15 --warmup 3 --out "$W/eager" 2>&1 | grep -v Warning
+
+# 3. torch.compile (of the channels_last model), bf16: the issue's headline setting at batch 256, then batch 1
+export TORCHINDUCTOR_COMPILE_THREADS=16
+timeout 150 python3 -m effnet bench --device cuda --modes compile --dtypes bfloat16 --batch-sizes 256 \
+  --runs 15 --warmup 3 --no-ceilings --out "$W/compile256" 2>&1 | grep -v Warning
+timeout 90 python3 -m effnet bench --device cuda --modes compile --dtypes bfloat16 --batch-sizes 1 \
+  --runs 15 --warmup 3 --no-ceilings --out "$W/compile1" 2>&1 | grep -v Warning
