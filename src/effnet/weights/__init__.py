@@ -1,5 +1,13 @@
-"""Pretrained weights: torchvision/timm interop, safe checkpoints, published-checkpoint downloads."""
+"""Pretrained weights: torchvision/timm interop, safe checkpoints, published-checkpoint downloads.
 
+- :func:`convert_state_dict` / :func:`export_state_dict`: exact renames to and from torchvision and
+  timm, for the architectures in :data:`PEERS` (with the settings each needs, :func:`peer_arch`).
+- :func:`save` / :func:`load`: safetensors with the model name and config in the metadata.
+- :func:`create_pretrained` (``create_model(name, weights=...)``): a local file or a published
+  checkpoint (:func:`list_published`) fetched through the PyTorch hub cache.
+"""
+
+from effnet.weights.checkpoints import load, read_checkpoint, save
 from effnet.weights.convert import (
     PEERS,
     CheckpointError,
@@ -11,15 +19,32 @@ from effnet.weights.convert import (
     peer_arch,
     source_config,
 )
+from effnet.weights.hub import (
+    PUBLISHED,
+    Published,
+    create_pretrained,
+    fetch,
+    list_published,
+    resolve_published,
+)
 
 __all__ = [
     "PEERS",
+    "PUBLISHED",
     "CheckpointError",
     "PeerArch",
+    "Published",
     "convert_state_dict",
+    "create_pretrained",
     "export_peer",
     "export_state_dict",
+    "fetch",
     "key_map",
+    "list_published",
+    "load",
     "peer_arch",
+    "read_checkpoint",
+    "resolve_published",
+    "save",
     "source_config",
 ]

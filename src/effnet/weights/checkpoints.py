@@ -75,12 +75,13 @@ def _sniff(path: Path) -> str:
     """"safetensors", "zip" (torch.save), "pickle" (legacy torch.save) or "unknown", from the first bytes."""
     with open(path, "rb") as f:
         head = f.read(9)
+    # safetensors first: its 8-byte header length can itself start with b"PK" or 0x80.
+    if len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < _SAFETENSORS_MAGIC_MAX:
+        return "safetensors"
     if head[:2] == b"PK":
         return "zip"
     if head[:1] == b"\x80":
         return "pickle"
-    if len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < _SAFETENSORS_MAGIC_MAX:
-        return "safetensors"
     return "unknown"
 
 

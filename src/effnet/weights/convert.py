@@ -6,7 +6,7 @@ module of the peer holds the same weights.  The key map is then exact, not a gue
 order: a family mismatch, a missing or extra key or a shape difference is reported in one error.
 
 The table :data:`PEERS` lists every peer architecture we can load, with the effnet settings it
-needs (TensorFlow ports need ``padding="same"``, BN eps 1e-3 and momentum 0.01).
+needs (TensorFlow ports need ``padding="same"`` and BN eps 1e-3).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ class PeerArch:
     scheme: str  # key naming scheme, a key of SCHEMES
     padding: str = "symmetric"  # "same" for TensorFlow-trained ports
     bn_eps: float = 1e-5
-    bn_momentum: float = 0.1  # TensorFlow's BN decay 0.99 is momentum 0.01
+    bn_momentum: float = 0.1  # what the peer trains with (TF's decay 0.99 would be 0.01)
 
     def model_kwargs(self) -> dict:
         """The ``create_model`` keyword arguments that make our model compute what the peer computes."""
@@ -56,7 +56,8 @@ def _tv(name: str, model: str, scheme: str = "torchvision_efficientnet", bn_eps:
 
 def _timm(name: str, model: str, tf_port: bool = False) -> PeerArch:
     if tf_port:
-        return PeerArch("timm", name, model, "timm", padding="same", bn_eps=1e-3, bn_momentum=0.01)
+        # timm keeps PyTorch's BN momentum for its TF ports; only eps and padding follow TF.
+        return PeerArch("timm", name, model, "timm", padding="same", bn_eps=1e-3)
     return PeerArch("timm", name, model, "timm")
 
 

@@ -282,4 +282,5 @@ def _fit_classifier(model: EfficientConvNet, state_dict: dict, label: str) -> di
     if model.config.num_classes:
         warnings.warn(f"{label}: classifier not loaded (checkpoint has {fc.shape[0]} classes, model "
                       f"{model.config.num_classes}); it keeps its fresh initialisation", stacklevel=3)
-    return {k: v for k, v in state_dict.items() if not k.startswith("classifier.")}
+    kept = {k: v for k, v in state_dict.items() if not k.startswith("classifier.")}
+    return {**kept, **{k: v for k, v in model.state_dict().items() if k.startswith("classifier.")}}
