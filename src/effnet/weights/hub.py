@@ -112,7 +112,7 @@ class Published:
 
 
 def _torchvision(arch: str, tag: str, file_name: str, default: bool) -> Published:
-    digest = re.search(r"-([a-f0-9]+)\\.", file_name)  # torch.hub's naming: <name>-<sha256 prefix>.pth
+    digest = re.search(r"-([a-f0-9]+)\.", file_name)  # torch.hub's naming: <name>-<sha256 prefix>.pth
     return Published("torchvision", arch, tag, _TORCHVISION_URL + file_name, file_name, 1000, default,
                      digest.group(1) if digest else None)
 
