@@ -67,6 +67,9 @@ def _torch_export(model: nn.Module, sample: torch.Tensor, path: str, opset: int,
         # The input check in forward is a constant for a traced graph; constant-folding notes are noise.
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.filterwarnings("ignore", message="Constant folding")
+        # Chosen on purpose (fast, no onnxscript, one file); dynamo=True is tested as the way forward.
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
+        warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export")
         if dynamo:  # torch.export-based: needs onnxscript; weights kept inside the one file
             torch.onnx.export(model, (sample,), path, dynamo=True, external_data=False, verbose=False,
                               dynamic_shapes=({0: torch.export.Dim("batch")},), **names)
