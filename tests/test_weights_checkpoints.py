@@ -200,3 +200,18 @@ def test_safe_reading_needs_no_timm(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "timm", None)
     save(small(), tmp_path / "m.safetensors")
     assert load(tmp_path / "m.safetensors").config.name == "mobilenet_v1_025"
+
+
+def test_weights_written_by_effnet_train_load_too(tmp_path):
+    model = small("mobilenet_v1_025", num_classes=5)
+    meta = {"format": "effnet-train-1", "model_config": json.dumps(model.config.to_dict()), "epoch": "3"}
+    save_file(dict(model.state_dict()), str(tmp_path / "best.safetensors"), metadata=meta)
+    loaded = load(tmp_path / "best.safetensors")
+    assert loaded.config == model.config
+    assert effnet.create_model("mobilenet_v1_025", weights=tmp_path / "best.safetensors",
+                               num_classes=5).classifier.out_features == 5
+    try:  # the literal above mirrors effnet.train's format; fail loudly if that format moves
+        from effnet.train.checkpoint import FORMAT
+    except ImportError:
+        return
+    assert FORMAT == "effnet-train-1"

@@ -23,6 +23,8 @@ from effnet.weights.convert import CheckpointError, checked_rename
 
 FORMAT = "effnet"  # the "format" entry of our safetensors metadata
 FORMAT_VERSION = "1"
+# Weights written by `effnet train` (effnet.train.checkpoint) keep the JSON config under "model_config".
+TRAIN_FORMAT, TRAIN_CONFIG_KEY = "effnet-train-1", "model_config"
 _SAFETENSORS_MAGIC_MAX = 100_000_000  # a header longer than this is not a safetensors header
 # Wrapper keys training scripts put around a state dict ({"state_dict": ..., "optimizer": ...}).
 _WRAPPER_KEYS = ("state_dict", "model", "module")
@@ -135,8 +137,10 @@ def _unwrap(obj: object, path: Path) -> dict[str, torch.Tensor]:
 
 
 def config_from_metadata(metadata: Mapping[str, str], path: PathLike) -> ModelConfig:
-    """The :class:`ModelConfig` stored by :func:`save`; CheckpointError when absent or malformed."""
-    if metadata.get("format") != FORMAT:
+    """The :class:`ModelConfig` stored by :func:`save` or `effnet train`; CheckpointError when absent."""
+    if metadata.get("format") == TRAIN_FORMAT and TRAIN_CONFIG_KEY in metadata:
+        metadata = {"config": metadata[TRAIN_CONFIG_KEY]}
+    elif metadata.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an effnet checkpoint (no effnet config in its metadata); for a "
                               "plain or torchvision/timm state dict use create_model(name, weights=path)")
     try:

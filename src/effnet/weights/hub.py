@@ -20,7 +20,13 @@ from pathlib import Path
 import torch
 
 from effnet.model import EfficientConvNet
-from effnet.weights.checkpoints import FORMAT, check_and_load, config_from_metadata, read_checkpoint
+from effnet.weights.checkpoints import (
+    FORMAT,
+    TRAIN_FORMAT,
+    check_and_load,
+    config_from_metadata,
+    read_checkpoint,
+)
 from effnet.weights.convert import PEERS, SOURCES, CheckpointError, PeerArch, convert_state_dict
 from effnet.zoo import create_model, get_recipe
 
@@ -251,7 +257,7 @@ def create_pretrained(
         required, label = pub.peer.model_kwargs(), pub.name
     else:
         tensors, metadata = read_checkpoint(weights)
-        if metadata.get("format") == FORMAT:
+        if metadata.get("format") in (FORMAT, TRAIN_FORMAT):
             saved = config_from_metadata(metadata, weights)
             if saved.name != name:
                 raise ValueError(f"{label} holds a {saved.name!r} checkpoint, not {name!r} "
