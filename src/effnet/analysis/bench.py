@@ -306,7 +306,9 @@ def markdown_report(data: dict) -> str:
         lines += ["", f"#### {dtype}, batch {batch}", "",
                   ("| model | mode | GMACs/img | median ms | IQR ms | img/s | img/s vs resnet50 | achieved GMAC/s "
                    "| MAC rate vs resnet50 |"), "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
-        sel = [r for r in rows if r["dtype"] == dtype and r["batch_size"] == batch]
+        order = {m: i for i, m in enumerate(dict.fromkeys(r["model"] for r in rows))}
+        sel = sorted((r for r in rows if r["dtype"] == dtype and r["batch_size"] == batch),
+                     key=lambda r: (order[r["model"]], MODES.index(r["mode"]) if r["mode"] in MODES else 9))
         base = {r["mode"]: r for r in sel if r["model"] == BASELINE and r.get("median_s")}
         for r in sel:
             if not r.get("median_s"):
@@ -332,24 +334,27 @@ def plot_macs_vs_latency(datasets: list[dict], path: str | Path) -> Path:
 
     from effnet.analysis.roofline import save_figure
 
-    fig, axes = plt.subplots(1, len(datasets), figsize=(6.5 * len(datasets), 5), squeeze=False)
+    fig, axes = plt.subplots(1, len(datasets), figsize=(6.5 * len(datasets), 6), squeeze=False)
+    markers = "osD^vPX*<>hp"
     for ax, data in zip(axes[0], datasets):
         best = _best(_ok(data))
+        models = list(dict.fromkeys(m for m, _ in best))
         batches = sorted({b for _, b in best})
         for colour, batch in zip(("tab:blue", "tab:red", "tab:green", "tab:purple"), batches):
             pts = [r for (_, b), r in best.items() if b == batch]
-            xs = [r["macs"] / 1e9 for r in pts]
-            ys = [r["median_s"] / batch * 1e3 for r in pts]
-            ax.scatter(xs, ys, color=colour, label=f"batch {batch}: ms per image (fastest mode)")
-            for r, x, y in zip(pts, xs, ys):
-                ax.annotate(f"{r['model']}\n{r['mode']}, {r['dtype']}", (x, y), fontsize=6,
-                            xytext=(3, 3), textcoords="offset points")
+            for r in pts:
+                ax.scatter(r["macs"] / 1e9, r["median_s"] / batch * 1e3, color=colour, s=36,
+                           marker=markers[models.index(r["model"]) % len(markers)])
             base = next((r for r in pts if r["model"] == BASELINE), None)
             if base:  # where the models would sit if time were proportional to MACs
                 k = base["median_s"] / batch * 1e3 / (base["macs"] / 1e9)
+                xs = [r["macs"] / 1e9 for r in pts]
                 grid = [min(xs) / 1.5, max(xs) * 1.5]
-                ax.plot(grid, [k * g for g in grid], ls="--", color=colour, lw=0.8,
-                        label=f"batch {batch}: time proportional to MACs (through {BASELINE})")
+                ax.plot(grid, [k * g for g in grid], ls="--", color=colour, lw=0.8)
+            ax.plot([], [], color=colour, marker="o", ls="--", lw=0.8,
+                    label=f"batch {batch} (dashed: time proportional to MACs, through {BASELINE})")
+        for i, name in enumerate(models):  # legend entries for the marker shapes
+            ax.scatter([], [], color="black", marker=markers[i % len(markers)], label=name)
         env = data["env"]
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -357,9 +362,9 @@ def plot_macs_vs_latency(datasets: list[dict], path: str | Path) -> Path:
             axis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
             axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("GMACs per image (analytic)")
-        ax.set_ylabel("measured ms per image (median)")
+        ax.set_ylabel("measured ms per image (median, fastest mode and dtype)")
         ax.set_title(f"{env['device_name']} ({env['device']}), torch {env['torch']}", fontsize=9)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2)
         ax.grid(True, which="both", alpha=0.2)
     try:
         return save_figure(fig, path)
