@@ -20,11 +20,21 @@ from effnet.analysis.measure import (
     time_fn,
 )
 from effnet.analysis.profile import profile
-from effnet.analysis.roofline import plot_roofline, render_kinds, roofline_columns
-from effnet.analysis.table import render_layers
+from effnet.analysis.roofline import plot_roofline
+from effnet.cli import main
 
 # Ceilings far above any CPU: every predicted time is below every measured one.
 HIGH = Ceilings("cpu", "test", "float32", peak_flops=1e16, bandwidth=1e14)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: these tests time tiny models, and on a busy 2-core runner two threads stall
+    on each other far longer than the work takes (nothing here asserts speed)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def tiny_model() -> nn.Module:
@@ -196,16 +206,18 @@ def test_measure_joins_every_profile_record_with_a_time():
     expected = [r.name for r in profile(model, 32, batch_size=2).layers]
     assert [t.record.name for t in m.layers] == expected
     assert {t.record.kind for t in m.layers} >= {"conv", "depthwise", "pointwise", "se", "norm-act", "add"}
-    for t in m.layers:
-        if t.record.bytes:  # every layer that touches memory took measurable time
-            assert t.measured_s > 0
-            assert 0 < t.fraction <= 1.0
+    assert all(t.measured_s is not None and t.measured_s >= 0 for t in m.layers)  # every record got a time
+    touching = [t for t in m.layers if t.record.bytes]
+    # a layer faster than the calibrated hook cost can come out as 0 ("below resolution"); few do
+    assert sum(t.measured_s > 0 for t in touching) >= 0.8 * len(touching)
+    assert all(0 < t.fraction <= 1.0 for t in touching if t.measured_s)
     shares = [k["share"] for k in m.by_kind().values()]
     assert sum(shares) == pytest.approx(1.0)
     assert m.per_layer_sum_s > 0 and m.whole.median > 0
     assert m.unaccounted_share == pytest.approx(1 - m.per_layer_sum_s / m.whole.median)
-    # the hooked forward is the per-layer times plus container bookkeeping; medians mix runs, so loosely
-    assert m.per_layer_sum_s + m.unattributed_s == pytest.approx(m.hooked.median, rel=0.5)
+    # Medians of different runs do not add up exactly (attribute() is tested exactly above), but a
+    # record counted twice, or a parent counted with its children, would at least double the sum.
+    assert m.per_layer_sum_s <= 2 * max(m.hooked.times)
     assert any("unaccounted" in line for line in m.summary())
     assert model.training  # the caller's model is untouched (a copy was put in eval mode)
     d = json.loads(json.dumps(m.to_dict()))
@@ -227,12 +239,23 @@ def test_measure_rejects_bad_input():
         measure(tiny_model(), 32, "gpu", ceilings=HIGH)
 
 
-def test_roofline_table_columns_and_png(tmp_path):
+def test_roofline_png(tmp_path):
     m = measure(tiny_model(), 32, "cpu", warmup=0, runs=2, ceilings=HIGH)
-    table = render_layers([t.record for t in m.layers], "table", roofline_columns(m))
-    assert "meas us" in table and "memory" in table
-    kinds = render_kinds(m, "json")
-    assert {row["kind"] for row in json.loads(kinds)} == {t.record.kind for t in m.layers}
     png = plot_roofline(m, tmp_path / "sub" / "roofline.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list((tmp_path / "sub").glob("*.tmp"))
+
+
+def test_profile_cli_measure_adds_roofline_columns_and_chart(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("EFFNET_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(ceil_mod, "DEFAULT_SIZES", {"cpu": (128, 2**20)})  # quick ceilings
+    png = tmp_path / "roofline.png"
+    assert main(["profile", "mobilenet_v2_100", "--resolution", "32", "--measure", "--device", "cpu",
+                 "--roofline", str(png), "--format", "json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    rows = out["layers"]
+    assert {r["bound"] for r in rows} <= {"memory", "compute"}
+    assert all(r["measured_ms"] > 0 for r in rows if r["kind"] in ("depthwise", "pointwise"))
+    assert any(n.startswith("per-layer sum") for n in out["notes"])
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "cache" / "ceilings.json").exists()

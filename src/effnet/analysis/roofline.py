@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from effnet.analysis.ceilings import write_atomic
-from effnet.analysis.table import Column, human, render
 
 if TYPE_CHECKING:
     from effnet.analysis.measure import Measurement
@@ -17,43 +16,6 @@ KIND_COLOURS = {
     "conv": "tab:blue", "depthwise": "tab:red", "pointwise": "tab:green", "fused-conv": "tab:purple",
     "se": "tab:orange", "linear": "tab:brown", "norm-act": "tab:gray", "add": "tab:pink", "pool": "tab:olive",
 }
-
-
-def _us(v: float | None) -> str:
-    return "-" if v is None else f"{v * 1e6:.1f}"
-
-
-def _pct(v: float | None) -> str:
-    return "-" if v is None else f"{100 * v:.0f}%"
-
-
-def roofline_columns(m: Measurement) -> list[Column]:
-    """Per-layer columns keyed by record name, to append to the profile's per-layer table."""
-    by_name = {t.record.name: t for t in m.layers}
-    return [
-        Column("predicted_s", lambda r: by_name[r.name].predicted_s, "roof us", _us),
-        Column("bound", lambda r: by_name[r.name].bound, "bound", align="<"),
-        Column("measured_s", lambda r: by_name[r.name].measured_s, "meas us", _us),
-        Column("achieved_flops", lambda r: by_name[r.name].achieved_flops, "FLOP/s", human),
-        Column("fraction", lambda r: by_name[r.name].fraction, "of roof", _pct),
-    ]
-
-
-def render_kinds(m: Measurement, fmt: str = "table") -> str:
-    """Per-kind roll-up of a measurement: where the time goes and how close each kind gets to its roof."""
-    cols = [
-        Column("kind", lambda r: r[0], align="<"),
-        Column("layers", lambda r: r[1]["layers"]),
-        Column("memory_bound", lambda r: r[1]["memory_bound"], "mem-bound"),
-        Column("flops", lambda r: r[1]["flops"], "FLOPs", human),
-        Column("bytes", lambda r: r[1]["bytes"], "bytes", lambda v: human(v, "B")),
-        Column("predicted_s", lambda r: r[1]["predicted_s"], "roof us", _us),
-        Column("measured_s", lambda r: r[1]["measured_s"] if not m.compiled else None, "meas us", _us),
-        Column("share", lambda r: r[1]["share"], "time %", _pct),
-        Column("achieved_flops", lambda r: r[1]["achieved_flops"], "FLOP/s", human),
-        Column("fraction", lambda r: r[1]["fraction"], "of roof", _pct),
-    ]
-    return render(list(m.by_kind().items()), cols, fmt)
 
 
 def save_figure(fig, path: str | Path) -> Path:
