@@ -224,12 +224,14 @@ def test_measure_joins_every_profile_record_with_a_time():
     assert d["layers"][0]["name"] == expected[0] and d["by_kind"]
 
 
-def test_measure_with_compile_times_only_the_whole_model(monkeypatch):
+def test_measure_with_compile_times_only_the_whole_model(monkeypatch, tmp_path):
     monkeypatch.setattr(torch, "compile", lambda module, **kw: module)  # the code path, without the compiler's cost
     m = measure(tiny_model(), 32, "cpu", compile=True, warmup=0, runs=2, ceilings=HIGH)
     assert m.compiled and m.per_layer_sum_s is None and m.unaccounted_share is None
     assert all(t.measured_s is None and t.predicted_s > 0 for t in m.layers if t.record.bytes)
     assert any("per-layer times: not measured" in line for line in m.summary())
+    png = plot_roofline(m, tmp_path / "compiled.png")  # predictions only, drawn on the roof
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_measure_rejects_bad_input():

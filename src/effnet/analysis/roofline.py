@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from effnet.analysis.ceilings import write_atomic
+from effnet.analysis.table import human
 
 if TYPE_CHECKING:
     from effnet.analysis.measure import Measurement
@@ -34,18 +35,23 @@ def plot_roofline(m: Measurement, path: str | Path) -> Path:
 
     c = m.ceilings
     measured = [t for t in m.layers if t.measured_s and t.record.flops > 0 and t.record.bytes > 0]
-    # Layers without FLOPs (adds, pools) have intensity 0, which a log axis cannot show.
-    no_flops = sum(1 for t in m.layers if t.record.flops == 0)
+    # Layers without FLOPs (norm, activation, add, pool) have intensity 0, which a log axis cannot
+    # show; when measured they get a panel of their own: achieved bandwidth against the copy roof.
+    no_flops = [t for t in m.layers if t.record.flops == 0 and t.record.bytes > 0 and t.measured_s]
     pts = measured or [t for t in m.layers if t.record.flops > 0 and t.record.bytes > 0]
     xs = [t.record.intensity for t in pts]
     lo = min(xs + [c.ridge_intensity]) / 4 if xs else c.ridge_intensity / 100
     hi = max(xs + [c.ridge_intensity]) * 4 if xs else c.ridge_intensity * 100
 
-    fig, ax = plt.subplots(figsize=(8, 5.5))
+    if no_flops:
+        fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 5.5), gridspec_kw={"width_ratios": [3, 2]})
+        _plot_flop_free(ax2, no_flops, c)
+    else:
+        fig, ax = plt.subplots(figsize=(8, 5.5))
     grid = [lo * (hi / lo) ** (i / 200) for i in range(201)]
     ax.plot(grid, [min(c.peak_flops, c.bandwidth * x) for x in grid], color="black", lw=1.5)
     ax.axhline(c.peak_flops, color="black", ls=":", lw=0.8)
-    ax.text(hi, c.peak_flops * 1.08, f"matmul {c.peak_flops / 1e12:.3g} TFLOP/s", ha="right", fontsize=8)
+    ax.text(hi, c.peak_flops * 1.08, f"matmul {human(c.peak_flops, 'FLOP/s')}", ha="right", fontsize=8)
     ax.text(lo * 1.2, c.bandwidth * lo * 1.3, f"copy {c.bandwidth / 1e9:.4g} GB/s", rotation=0, fontsize=8)
     ax.axvline(c.ridge_intensity, color="black", ls=":", lw=0.8)
 
@@ -62,11 +68,27 @@ def plot_roofline(m: Measurement, path: str | Path) -> Path:
     mode = ", channels_last" if m.channels_last else ""
     mode += ", compiled: predictions only" if not measured else ""
     ax.set_title(f"{m.model}: {m.dtype}, batch {m.batch_size}{mode}\n{c.device_name}", fontsize=10)
-    if no_flops:
-        ax.plot([], [], " ", label=f"{no_flops} FLOP-free layers not drawn")
     ax.legend(fontsize=8, loc="lower right")
     ax.grid(True, which="both", alpha=0.2)
     try:
         return save_figure(fig, path)
     finally:
         plt.close(fig)
+
+
+def _plot_flop_free(ax, layers: list, c) -> None:
+    """Norm, activation, add and pool layers: bytes moved against achieved bandwidth, under the copy roof."""
+    for kind in sorted({t.record.kind for t in layers}):
+        sel = [t for t in layers if t.record.kind == kind]
+        ax.scatter([t.record.bytes for t in sel], [t.achieved_bandwidth for t in sel], s=14, alpha=0.7,
+                   color=KIND_COLOURS.get(kind, "tab:cyan"), label=f"{kind} ({len(sel)})")
+    ax.axhline(c.bandwidth, color="black", lw=1.5)
+    ax.text(min(t.record.bytes for t in layers), c.bandwidth * 1.1, f"copy {c.bandwidth / 1e9:.4g} GB/s",
+            fontsize=8)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("bytes moved by the layer")
+    ax.set_ylabel("achieved bytes/s")
+    ax.set_title("layers without FLOPs (memory-bound by definition)", fontsize=10)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(True, which="both", alpha=0.2)
