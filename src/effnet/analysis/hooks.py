@@ -56,8 +56,7 @@ class HookTimer:
         self.spans = {}
         fn()
         if self.cuda:
-            torch.cuda.synchronize()
-        if self.cuda:
+            torch.cuda.synchronize()  # events are only readable once the GPU has passed them
             return {n: [a.elapsed_time(b) / 1e3 for a, b in spans] for n, spans in self.spans.items()}
         return {n: [b - a for a, b in spans] for n, spans in self.spans.items()}
 

@@ -195,6 +195,12 @@ class Measurement:
             lines.append(f"per-layer sum: {s * 1e3:.3f} ms = {s / self.whole.median:.1%} of the whole forward; "
                          f"unaccounted {share:+.1%} ({verdict}; launch gaps and framework overhead, "
                          f"negative = the timing hooks' own cost)")
+            if self.hook_overhead_s:
+                lines.append(f"timing hooks' own cost, calibrated and taken off the layer times: "
+                             f"{self.hook_overhead_s * 1e3:.3f} ms per forward")
+            elif self.device.startswith("cuda"):
+                lines.append("timing hooks' host cost is not taken off: it shows in the layer times only where "
+                             "the GPU waits for the host (small batches)")
             if self.per_layer_min_sum_s:
                 # A long forward is interrupted by other processes more often than a short layer, so
                 # on a shared machine medians of the two disagree; the fastest runs show the floor.
