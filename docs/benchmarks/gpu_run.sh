@@ -27,6 +27,8 @@ for model in efficientnet_b0 mobilenet_v2_100 torchvision:resnet50; do
   head -16 "$W/profile-$tag-bf16-b256.md"
 done
 
+[ -n "${PROFILE_ONLY:-}" ] && exit 0  # PROFILE_ONLY=1: the per-layer rooflines alone (about 2 minutes)
+
 # 2. eager and channels_last, fp32 and bf16, batch 1 and 256
 timeout 200 python3 -m effnet bench --device cuda --modes eager,channels_last --dtypes float32,bfloat16 \
   --batch-sizes 1,256 --runs 15 --warmup 3 --out "$W/eager" 2>&1 | grep -v Warning
