@@ -121,6 +121,15 @@ def test_cached_timm_tf_port_loads_with_same_padding(hub_dir):
         effnet.create_model("efficientnet_lite0", weights="timm/tf_efficientnet_lite0.in1k", bn_eps=1e-5)
 
 
+def test_damaged_cache_file_says_how_to_recover(hub_dir):
+    pub = PUBLISHED["timm/efficientnet_lite0.ra_in1k"]
+    hub_dir.mkdir(parents=True)
+    pub.cache_path().write_bytes(b"\x00" * 10)
+    with pytest.raises(CheckpointError, match="delete it to download timm/efficientnet_lite0.ra_in1k again"):
+        effnet.create_model("efficientnet_lite0", weights="timm")
+    assert pub.cache_path().read_bytes() == b"\x00" * 10  # left for the user to inspect
+
+
 def test_cached_torchvision_pth_loads(hub_dir):
     pub = resolve_published("torchvision", "mobilenet_v2_100")
     ref = _random("mobilenet_v2_100")

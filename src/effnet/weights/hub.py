@@ -252,7 +252,11 @@ def create_pretrained(
     strict_eps = True
     if published:
         pub = resolve_published(weights, name)
-        tensors, _ = read_checkpoint(fetch(pub, progress=progress))
+        path = fetch(pub, progress=progress)
+        try:
+            tensors, _ = read_checkpoint(path)
+        except CheckpointError as e:  # a damaged cache file would fail the same way forever
+            raise CheckpointError(f"{e}; delete it to download {pub.name} again") from None
         state_dict = convert_state_dict(tensors, pub.source, pub.arch)
         required, label = pub.peer.model_kwargs(), pub.name
     else:
