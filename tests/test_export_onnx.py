@@ -89,7 +89,7 @@ def test_failed_check_leaves_previous_file(tmp_path, monkeypatch):
     model = random_model("mobilenet_v1_025")
     path = tmp_path / "m.onnx"
     path.write_bytes(b"previous export")
-    import effnet.export as export
+    from effnet import export
 
     def failing(*args, **kwargs):
         raise RuntimeError("ONNX output differs from PyTorch")

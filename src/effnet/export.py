@@ -62,7 +62,7 @@ def frozen_same_padding(model: nn.Module, sample: torch.Tensor) -> Iterator[int]
 
 
 def _torch_export(model: nn.Module, sample: torch.Tensor, path: str, opset: int, dynamo: bool) -> None:
-    names = dict(input_names=["input"], output_names=["output"], opset_version=opset)
+    names = {"input_names": ["input"], "output_names": ["output"], "opset_version": opset}
     with warnings.catch_warnings():
         # The input check in forward is a constant for a traced graph; constant-folding notes are noise.
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
