@@ -1,0 +1,56 @@
+"""``effnet train``: every TrainConfig field is a flag, its help is the field's one-line reason.
+
+    effnet train                                   # embedded digits, about 3 minutes on 2 CPU cores
+    effnet train --data path/to/folder --model efficientnet_v2_b0 --progressive v2-s --epochs 50
+    torchrun --nproc_per_node 2 -m effnet train --data path/to/folder
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import inspect
+import re
+
+from effnet.train.config import TrainConfig
+
+_TYPES = {"int": int, "float": float, "str": str, "bool": bool}
+# What the `data` flag takes, beyond what the field comment says.
+_EXTRA_HELP = {"data": " (default: digits)", "progressive": "; 'none' for constant values"}
+
+
+def field_reasons() -> dict[str, str]:
+    """Field name -> its comment in config.py (the single source of each flag's help)."""
+    try:
+        source = inspect.getsource(TrainConfig)
+    except (OSError, TypeError):  # no source shipped (zipped install): flags still work, without help
+        return {}
+    return {m.group(1): m.group(2) for m in re.finditer(r"^\s+(\w+): [^=]+=.*?  # (.*)$", source, re.M)}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    reasons = field_reasons()
+    for f in dataclasses.fields(TrainConfig):
+        base = _TYPES[f.type.split("|")[0].strip()]
+        flag = "--" + f.name.replace("_", "-")
+        text = reasons.get(f.name, "") + _EXTRA_HELP.get(f.name, "")
+        if base is bool:
+            action = "store_true" if f.name == "resume" else argparse.BooleanOptionalAction
+            parser.add_argument(flag, action=action, default=f.default, help=text)
+        else:
+            parser.add_argument(flag, type=base, default=f.default, help=text,
+                                metavar=f.name.upper() if f.name != "data" else "DIGITS|CIFAR10|CIFAR100|FOLDER")
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
+    if values["progressive"] in ("none", ""):
+        values["progressive"] = None
+    return TrainConfig(**values)
+
+
+def run(args: argparse.Namespace) -> int:
+    from effnet.train.run import train
+
+    train(config_from_args(args))
+    return 0

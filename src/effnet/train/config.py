@@ -1,0 +1,136 @@
+"""The training configuration: one dataclass, every field with the reason it exists."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+OPTIMIZERS = ("sgd", "rmsprop", "adamw")
+SCHEDULES = ("cosine", "exponential")
+AUGMENTS = ("randaugment", "trivialaugment", "none")
+AMP_MODES = ("auto", "bf16", "fp16", "off")
+BAD_IMAGES = ("stop", "skip")
+PRESETS = ("v2-s", "v2-m", "v2-l")
+
+
+class TrainError(ValueError):
+    """A problem with the run's input or its course (bad data, diverged loss); printed as one line."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything one training run needs; the CLI flags map one-to-one onto these fields."""
+
+    # --- model
+    model: str = "mobilenet_v2_050"  # zoo name; the default is small enough for 2 CPU cores in minutes
+    width: float | None = None  # create_model width multiplier override (None: the recipe's)
+    depth: float | None = None  # create_model depth multiplier override (None: the recipe's)
+    phi: float | None = None  # compound scaling coefficient for EfficientNet/Lite (None: the recipe's)
+    drop_path_rate: float | None = None  # stochastic depth of the last block (None: the recipe's)
+    zero_head: bool = True  # start the classifier at zero: the TF init gives ~10x too large logits for 10 classes
+
+    # --- data
+    data: str | None = None  # None/"digits": embedded digits; "cifar10"/"cifar100"; or an image folder
+    data_dir: str = "~/.cache/effnet"  # where torchvision keeps downloaded CIFAR
+    val_fraction: float = 0.2  # share held out for validation when the data has no val/ split
+    split_seed: int = 0  # seeds the train/val split, apart from the run's seed so splits stay comparable
+    bad_images: str = "stop"  # an unreadable image file: "stop" the run, or "skip" it (paths are printed)
+    check_images: bool = True  # open every file once before training, so a bad one fails now, not hours in
+    workers: int | None = None  # DataLoader processes (None: 0 for in-memory digits, else up to 8)
+
+    # --- schedule of the run
+    epochs: int = 30  # passes over the training set
+    batch_size: int = 64  # images per step on each process
+    image_size: int | None = None  # final (largest) training size (None: the data set's, else the model's)
+    eval_size: int | None = None  # validation size (None: the final training size)
+    crop_pct: float | None = None  # eval resize-then-center-crop ratio (None: 1.0 digits, 0.875 otherwise)
+
+    # --- progressive learning (EfficientNetV2 Algorithm 1); a preset fills every None below
+    progressive: str | None = None  # "v2-s", "v2-m", "v2-l": paper Table 6, scaled to image_size
+    stages: int | None = None  # M, the number of stages (None: 4 with a preset, else 1)
+    size_start: int | None = None  # image size of the first stage (None: preset ratio, else image_size)
+    randaug_start: float | None = None  # RandAugment magnitude of the first stage
+    randaug_end: float | None = None  # RandAugment magnitude of the last stage (None: preset, else 9)
+    mixup_start: float | None = None  # mixup alpha of the first stage (0 switches mixup off)
+    mixup_end: float | None = None  # mixup alpha of the last stage (None: preset, else 0)
+    dropout_start: float | None = None  # classifier dropout of the first stage
+    dropout_end: float | None = None  # classifier dropout of the last stage (None: preset, else the recipe's)
+    size_multiple: int = 8  # stage sizes are rounded to this, so feature maps stay evenly divisible
+
+    # --- augmentation and loss
+    augment: str = "randaugment"  # per-image policy: "randaugment", "trivialaugment" or "none"
+    randaug_ops: int = 2  # RandAugment operations per image (N in the RandAugment paper)
+    scale_min: float | None = None  # RandomResizedCrop smallest area share (None: 0.35 digits, 0.08 else)
+    hflip: float | None = None  # horizontal flip probability (None: 0 for digits, whose flips are wrong)
+    cutmix_alpha: float = 0.0  # CutMix alpha; with mixup on too, each batch picks one of the two
+    label_smoothing: float = 0.1  # spreads this much target mass over all classes (Inception-v3)
+
+    # --- optimisation
+    optimizer: str = "sgd"  # "sgd" (Nesterov), "rmsprop" (TensorFlow-style epsilon) or "adamw"
+    lr: float | None = None  # peak learning rate (None: per-optimiser default scaled by global batch/256)
+    momentum: float = 0.9  # SGD/RMSProp momentum
+    weight_decay: float | None = None  # L2/decoupled decay, never on norm and bias (None: per optimiser)
+    rmsprop_decay: float = 0.9  # RMSProp moving-average decay of squared gradients (paper: 0.9)
+    rmsprop_eps: float = 1e-3  # RMSProp epsilon, inside the square root as in TensorFlow
+    schedule: str = "cosine"  # decay after warm-up: "cosine" to min_lr, or "exponential" (paper)
+    warmup_epochs: float = 1.0  # linear warm-up from 0, so early large gradients do not wreck BN stats
+    min_lr: float = 0.0  # where cosine ends
+    decay_rate: float = 0.97  # exponential: multiply the lr by this ...
+    decay_epochs: float = 2.4  # ... every this many epochs (the paper's 0.97 per 2.4 epochs)
+    clip_grad: float | None = None  # clip the global gradient norm to this (None: no clipping)
+    ema_decay: float = 0.998  # weight EMA decay (0: no EMA); warms up as (1+n)/(10+n) so short runs use it
+
+    # --- speed and reproducibility
+    device: str = "auto"  # "auto" (cuda when present), "cpu", "cuda", "cuda:1", ...
+    amp: str = "auto"  # "bf16", "fp16", "off"; auto: bf16 on CUDA, off on CPU
+    channels_last: bool | None = None  # NHWC memory format (None: on for CUDA, where it is faster)
+    compile: bool = False  # torch.compile the model (one recompilation per progressive size)
+    seed: int = 0  # every random choice derives from (seed, epoch, rank), which makes resume exact
+
+    # --- output
+    output: str | None = None  # run folder (None: runs/train-N, the first N not taken)
+    resume: bool = False  # continue the run in `output` from its last complete checkpoint
+    progress: bool = True  # tqdm bar per epoch (off for logs that are not a terminal)
+    plots: bool = True  # PNG curves and schedule at the end (matplotlib)
+
+    def __post_init__(self) -> None:
+        choices = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "augment": AUGMENTS, "amp": AMP_MODES,
+                   "bad_images": BAD_IMAGES}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise TrainError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if self.progressive is not None and self.progressive not in PRESETS:
+            raise TrainError(f"progressive must be one of {', '.join(PRESETS)} (or none), got {self.progressive!r}")
+        positive = {"epochs": self.epochs, "batch_size": self.batch_size, "randaug_ops": self.randaug_ops,
+                    "size_multiple": self.size_multiple}
+        for name in ("image_size", "eval_size", "stages", "size_start"):
+            if getattr(self, name) is not None:
+                positive[name] = getattr(self, name)
+        for name, value in positive.items():
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise TrainError(f"{name} must be a positive integer, got {value!r}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise TrainError(f"val_fraction must be between 0 and 1, got {self.val_fraction}")
+        for name in ("mixup_start", "mixup_end", "randaug_start", "randaug_end", "cutmix_alpha", "warmup_epochs",
+                     "min_lr", "clip_grad", "ema_decay", "weight_decay", "lr"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise TrainError(f"{name} must not be negative, got {value}")
+        for name in ("label_smoothing", "dropout_start", "dropout_end", "hflip", "drop_path_rate"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value < 1.0:
+                raise TrainError(f"{name} must be in [0, 1), got {value}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise TrainError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.scale_min is not None and not 0.0 < self.scale_min <= 1.0:
+            raise TrainError(f"scale_min must be in (0, 1], got {self.scale_min}")
+        if self.crop_pct is not None and not 0.0 < self.crop_pct <= 1.0:
+            raise TrainError(f"crop_pct must be in (0, 1], got {self.crop_pct}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @staticmethod
+    def from_dict(d: dict) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(TrainConfig)}
+        return TrainConfig(**{k: v for k, v in d.items() if k in known})

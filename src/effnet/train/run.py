@@ -1,0 +1,271 @@
+"""``train(config)``: data, model, schedule, the epoch loop, checkpoints and reports.
+
+Single process:   effnet train --model efficientnet_v2_b0 --data path/to/folder --progressive v2-s
+Data-parallel:    torchrun --nproc_per_node 2 -m effnet train --data path/to/folder
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from effnet.model import ModelConfig
+from effnet.train import checkpoint as ckpt
+from effnet.train import distributed
+from effnet.train.config import TrainConfig, TrainError
+from effnet.train.data import eval_transform, load_dataset, train_loader, train_transform, val_loader
+from effnet.train.ema import ModelEma
+from effnet.train.engine import Precision, batch_mixer, evaluate, train_one_epoch
+from effnet.train.optim import build_optimizer, build_scheduler, peak_lr
+from effnet.train.plots import plot_curves, plot_schedule, write_metrics
+from effnet.train.progressive import Stage, format_schedule, schedule_from_config, schedule_to_dicts, stage_at
+from effnet.zoo import create_model, model_config
+
+# Fields a resumed run may change: they do not alter what is computed.
+# (Not workers: augmentation draws from per-worker generators, so the worker count changes the images.)
+RESUME_MAY_CHANGE = ("output", "resume", "progress", "plots", "device", "check_images")
+
+
+@dataclass
+class RunResult:
+    """What a finished run returns: where it wrote, its best accuracy, its per-epoch history."""
+
+    run_dir: Path | None
+    best_path: Path | None
+    best_acc: float
+    best_weights: str  # "raw" or "ema"
+    history: list[dict]
+    schedule: list[Stage]
+
+
+def total_stride(config: ModelConfig) -> int:
+    """Input pixels per pixel of the last feature map (32 for every zoo model)."""
+    stride = config.spec.stem_stride
+    for stage in config.spec.stages:
+        stride *= stage.stride
+    return stride
+
+
+def seed_epoch(seed: int, epoch: int, rank: int) -> None:
+    """Every random draw of an epoch derives from (seed, epoch, rank): resume then replays exactly."""
+    s = (seed * 1_000_003 + epoch * 1009 + rank) % 2**32
+    torch.manual_seed(s)
+    np.random.seed(s)
+    random.seed(s)
+
+
+def _say(d: distributed.Dist, text: str) -> None:
+    if d.main:
+        from tqdm import tqdm
+
+        tqdm.write(text, file=sys.stdout)
+
+
+def _data_source(data: str | None) -> str | None:
+    """How evaluate finds the data again: a name, or the folder as an absolute path."""
+    if data in (None, "", "digits", "cifar10", "cifar100"):
+        return data
+    return str(Path(data).expanduser().resolve())
+
+
+def _new_run_dir() -> Path:
+    n = 1
+    while Path("runs", f"train-{n}").exists():
+        n += 1
+    return Path("runs", f"train-{n}")
+
+
+def _build_model(config: TrainConfig, num_classes: int, data_size: int | None):
+    overrides = {k: getattr(config, k) for k in ("width", "depth", "phi") if getattr(config, k) is not None}
+    try:
+        base = model_config(config.model, num_classes=num_classes, drop_path_rate=config.drop_path_rate, **overrides)
+    except (ValueError, TypeError) as e:
+        raise TrainError(str(e)) from None
+    final = config.image_size or data_size or base.resolution
+    eval_size = config.eval_size or final
+    min_size = total_stride(base)
+    for name, size in (("image size", final), ("eval size", eval_size)):
+        if size < min_size:
+            raise TrainError(f"{name} {size} is too small for {config.model}: it needs at least {min_size} pixels "
+                             f"(its total stride) so the last stage sees more than padding")
+    model = create_model(config.model, num_classes=num_classes, drop_path_rate=config.drop_path_rate,
+                         resolution=eval_size, **overrides)
+    if config.zero_head:
+        # U(+-1/sqrt(num_classes)) suits 1000 classes; with few classes it starts at confidently wrong logits.
+        torch.nn.init.zeros_(model.classifier.weight)
+    return model, final, eval_size, min_size
+
+
+def _resolve_resume(config: TrainConfig) -> tuple[TrainConfig, dict | None, Path | None]:
+    """With ``resume``: the saved config (a few fields may change), its state and weights path."""
+    if not config.resume:
+        return config, None, None
+    if config.output is None:
+        raise TrainError("--resume needs --output, the run folder to continue")
+    found = ckpt.last_checkpoint(config.output)
+    if found is None:
+        raise TrainError(f"nothing to resume in {config.output} (no {ckpt.POINTER}); start without --resume")
+    weights_path, state_path = found
+    state = ckpt.load_state(state_path)
+    saved = TrainConfig.from_dict(state["config"])
+    config = dataclasses.replace(saved, **{k: getattr(config, k) for k in RESUME_MAY_CHANGE})
+    return config, state, weights_path
+
+
+def train(config: TrainConfig) -> RunResult:
+    """Run training as the config says; under torchrun, every process calls this."""
+    d = distributed.setup(config.device)
+    try:
+        return _train(config, d)
+    finally:
+        distributed.teardown(d)
+
+
+def _train(config: TrainConfig, d: distributed.Dist) -> RunResult:
+    config, resume_state, resume_weights = _resolve_resume(config)
+    data = load_dataset(config)
+    for path in data.skipped:
+        _say(d, f"skipping unreadable image {path}")
+    torch.manual_seed(config.seed)  # the initial weights; the same on every rank (DDP also broadcasts them)
+    model, final_size, eval_size, min_size = _build_model(config, len(data.classes), data.image_size)
+    schedule = schedule_from_config(config, final_size, model.config.drop_rate, min_size)
+    crop_pct = data.crop_pct if config.crop_pct is None else config.crop_pct
+
+    run_dir = Path(config.output) if config.output else _new_run_dir()
+    if d.main:
+        if not config.resume and (run_dir / ckpt.POINTER).exists():
+            raise TrainError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --output")
+        run_dir.mkdir(parents=True, exist_ok=True)
+
+    # Precision and placement: bf16 autocast and NHWC are the fast path on CUDA; fp32 NCHW on CPU.
+    cuda = d.device.type == "cuda"
+    amp = config.amp if config.amp != "auto" else ("bf16" if cuda else "off")
+    precision = Precision({"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[amp],
+                          config.channels_last if config.channels_last is not None else cuda)
+    model.to(d.device, memory_format=torch.channels_last if precision.channels_last else torch.preserve_format)
+    ema = ModelEma(model, config.ema_decay) if config.ema_decay > 0 else None
+
+    global_batch = config.batch_size * d.world
+    lr = peak_lr(config, global_batch)
+    steps_per_epoch = -(-len(data.train) // d.world) // config.batch_size  # DistributedSampler share, drop_last
+    if steps_per_epoch == 0:
+        raise TrainError(f"{len(data.train)} training images give no full batch of {config.batch_size} per process")
+    optimizer = build_optimizer(model, config, lr)
+    scheduler = build_scheduler(optimizer, config, steps_per_epoch, lr)
+    scaler = torch.amp.GradScaler(d.device.type, enabled=amp == "fp16")
+
+    start_epoch, global_step, history = 0, 0, []
+    best = {"acc": -1.0, "epoch": 0, "weights": "raw"}
+    last_good = "none yet"
+    if resume_state is not None:
+        weights, meta = ckpt.load_weights(resume_weights)
+        if meta["class_names"] != data.classes:
+            raise TrainError(f"checkpoint {resume_weights} has classes {meta['class_names'][:10]}, the data has "
+                             f"{data.classes[:10]}; they must match to resume")
+        model.load_state_dict(weights)
+        optimizer.load_state_dict(resume_state["optimizer"])
+        scheduler.load_state_dict(resume_state["scheduler"])
+        scaler.load_state_dict(resume_state["scaler"])
+        if ema is not None:
+            ema.load_state_dict(resume_state["ema"])
+        ckpt.set_rng_state(resume_state["rng"])
+        start_epoch, global_step = resume_state["epoch"], resume_state["global_step"]
+        history, best = list(resume_state["history"]), dict(resume_state["best"])
+        last_good = str(resume_weights)
+
+    net = model
+    if d.world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[d.device.index] if cuda else None)
+    if config.compile:
+        net = torch.compile(net)
+
+    n_params = sum(p.numel() for p in model.parameters())
+    _say(d, f"effnet train: {config.model} ({n_params:,} parameters, {len(data.classes)} classes) on {data.name}: "
+            f"{len(data.train)} train / {len(data.val)} val images")
+    _say(d, f"device {d.device} x{d.world}, amp {amp}, channels_last {precision.channels_last}, "
+            f"{config.optimizer} lr {lr:.4g} (global batch {global_batch}), {config.epochs} epochs, "
+            f"EMA {config.ema_decay or 'off'}, output {run_dir}")
+    _say(d, "progressive schedule" + (f" ({config.progressive}, paper Table 6 scaled to {final_size} px)"
+                                      if config.progressive else "") + ":\n" + format_schedule(schedule))
+    if resume_state is not None:
+        _say(d, f"resuming after epoch {start_epoch} from {resume_weights} (the run's saved settings apply)")
+    if d.main:
+        ckpt.atomic_write(run_dir / "config.json", json.dumps(
+            {"train": config.to_dict(), "model": model.config.to_dict(), "schedule": schedule_to_dicts(schedule),
+             "classes": data.classes}, indent=1).encode())
+
+    workers = config.workers if config.workers is not None else (0 if data.in_memory else min(8, os.cpu_count() or 1))
+    val_dl = val_loader(data.val, eval_transform(eval_size, crop_pct, data.mean, data.std),
+                        batch_size=max(config.batch_size, 64), rank=d.rank, world=d.world, workers=workers,
+                        pin_memory=cuda)
+    meta = {"model_config": model.config.to_dict(), "class_names": data.classes, "image_size": eval_size,
+            "crop_pct": crop_pct, "mean": list(data.mean), "std": list(data.std), "data": data.name,
+            "data_source": _data_source(config.data), "split": {"val_fraction": config.val_fraction, "split_seed": config.split_seed}}
+    run_start = time.perf_counter()
+
+    for epoch in range(start_epoch, config.epochs):
+        stage = stage_at(schedule, epoch)
+        model.dropout.p = stage.dropout  # progressive regularisation: dropout grows with the stage
+        seed_epoch(config.seed, epoch, d.rank)
+        loader = train_loader(data.train, train_transform(stage, config, data), batch_size=config.batch_size,
+                              rank=d.rank, world=d.world, seed=config.seed, epoch=epoch, workers=workers,
+                              pin_memory=cuda)
+        stats, global_step = train_one_epoch(
+            net, loader, optimizer, scheduler, scaler, ema=ema,
+            mixer=batch_mixer(stage.mixup, config.cutmix_alpha, len(data.classes)),
+            label_smoothing=config.label_smoothing, clip_grad=config.clip_grad, precision=precision, dist=d,
+            global_step=global_step, desc=f"epoch {epoch + 1}/{config.epochs}", progress=config.progress,
+            last_good=last_good)
+        val = evaluate(net, val_dl, precision, d)
+        row = {"epoch": epoch + 1, "stage": stage.index + 1, "image_size": stage.image_size,
+               "image_size_seen": stats.image_size, "randaug": stage.randaug, "mixup": stage.mixup,
+               "dropout": stage.dropout, "lr": optimizer.param_groups[0]["lr"], "train_loss": stats.loss,
+               "train_acc": stats.acc, "val_loss": val["loss"], "val_acc": val["acc"], "val_top5": val["top5"],
+               "images_per_s": stats.images / stats.seconds, "epoch_s": stats.seconds}
+        candidates = {"raw": val["acc"]}
+        if ema is not None:
+            ema_val = evaluate(ema.module, val_dl, precision, d)
+            row.update(ema_val_loss=ema_val["loss"], ema_val_acc=ema_val["acc"], ema_val_top5=ema_val["top5"])
+            candidates["ema"] = ema_val["acc"]
+        history.append(row)
+
+        which = max(candidates, key=candidates.get)
+        improved = candidates[which] > best["acc"]
+        if improved:
+            best = {"acc": candidates[which], "epoch": epoch + 1, "weights": which}
+        if d.main:
+            if improved:
+                src = ema.module if which == "ema" else model
+                ckpt.save_weights(run_dir / ckpt.BEST, src.state_dict(),
+                                  {**meta, "epoch": epoch + 1, "val_acc": best["acc"], "weights": which})
+            state = {"config": config.to_dict(), "epoch": epoch + 1, "global_step": global_step,
+                     "stage": stage.index, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                     "scaler": scaler.state_dict(), "ema": ema.state_dict() if ema is not None else {},
+                     "rng": ckpt.rng_state(), "history": history, "best": best}
+            last_good = str(ckpt.save_checkpoint(run_dir, epoch + 1, model.state_dict(),
+                                                 {**meta, "epoch": epoch + 1, "val_acc": val["acc"],
+                                                  "weights": "raw"}, state))
+            write_metrics(run_dir, history)
+        distributed.barrier(d)  # no rank runs ahead of the checkpoint it may have to resume from
+        ema_text = f" ema {100 * row['ema_val_acc']:.2f}%" if ema is not None else ""
+        _say(d, f"epoch {epoch + 1:>3}/{config.epochs} stage {stage.index + 1} size {stage.image_size:>3} | "
+                f"train loss {stats.loss:.4f} acc {100 * stats.acc:5.1f}% | val loss {val['loss']:.4f} "
+                f"acc {100 * val['acc']:.2f}%{ema_text} | lr {row['lr']:.3g} | "
+                f"{row['images_per_s']:.0f} img/s | {stats.seconds:.1f} s" + (" *" if improved else ""))
+
+    best_path = run_dir / ckpt.BEST if d.main and (run_dir / ckpt.BEST).exists() else None
+    if d.main and history and config.plots:
+        plot_curves(run_dir, history)
+        plot_schedule(run_dir, history)
+    _say(d, f"done in {time.perf_counter() - run_start:.0f} s; best checkpoint: {best_path} "
+            f"(val acc {100 * best['acc']:.2f}%, {best['weights']} weights, epoch {best['epoch']})")
+    return RunResult(run_dir if d.main else None, best_path, best["acc"], best["weights"], history, schedule)

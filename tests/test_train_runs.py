@@ -1,0 +1,169 @@
+"""effnet train end to end on tiny data: accuracy, exact resume, SIGKILL safety, NaN stop, DDP, CLIs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from effnet.cli import main
+from effnet.train import TrainConfig, TrainError, checkpoint, engine, train
+from effnet.train.data import load_digits
+
+# A small, quick setting: 300 digit images as PNG files, mobilenet_v2_035 at 32 px, batches of 32.
+TINY = dict(model="mobilenet_v2_035", epochs=4, batch_size=32, image_size=32, optimizer="adamw", lr=0.003,
+            workers=0, progress=False, plots=False, ema_decay=0.9)
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+@pytest.fixture(scope="module")
+def digits_folder(tmp_path_factory) -> Path:
+    """30 images per digit written as 8x8 PNG files in root/<digit>/ (split by seeded fraction)."""
+    root = tmp_path_factory.mktemp("digits")
+    images, targets = load_digits()
+    for d in range(10):
+        (root / str(d)).mkdir()
+        for j, i in enumerate(np.flatnonzero(targets.numpy() == d)[:30]):
+            Image.fromarray(images[i].permute(1, 2, 0).numpy()).save(root / str(d) / f"{j}.png")
+    return root
+
+
+def _files(run: Path) -> set[str]:
+    return {p.name for p in run.iterdir()}
+
+
+def test_progressive_run_changes_size_and_resume_is_bitwise_exact(digits_folder, tmp_path, monkeypatch):
+    config = dict(TINY, data=str(digits_folder), stages=2, size_start=32, image_size=48, mixup_start=0.0,
+                  mixup_end=0.4, randaug_start=2, randaug_end=8, dropout_start=0.1, dropout_end=0.3)
+    full = train(TrainConfig(**config, output=str(tmp_path / "full")))
+    # the data pipeline really delivers the stage's size, and the schedule reached the loop
+    assert [h["image_size_seen"] for h in full.history] == [32, 32, 48, 48]
+    assert [h["mixup"] for h in full.history] == [0.0, 0.0, 0.4, 0.4]
+    assert [h["dropout"] for h in full.history] == [0.1, 0.1, 0.3, 0.3]
+
+    # Interrupt after epoch 2's checkpoint, as a Ctrl-C would, then resume.
+    real_save = checkpoint.save_checkpoint
+
+    def save_then_stop(run_dir, epoch, *args):
+        path = real_save(run_dir, epoch, *args)
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return path
+
+    monkeypatch.setattr("effnet.train.run.ckpt.save_checkpoint", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        train(TrainConfig(**config, output=str(tmp_path / "split")))
+    monkeypatch.setattr("effnet.train.run.ckpt.save_checkpoint", real_save)
+    resumed = train(TrainConfig(output=str(tmp_path / "split"), resume=True, progress=False, plots=False))
+
+    a, _ = checkpoint.load_weights(tmp_path / "full" / "epoch-0004.safetensors")
+    b, _ = checkpoint.load_weights(tmp_path / "split" / "epoch-0004.safetensors")
+    assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a), "resumed weights differ"
+    ema_a = checkpoint.load_state(tmp_path / "full" / "epoch-0004.state.pt")["ema"]["weights"]
+    ema_b = checkpoint.load_state(tmp_path / "split" / "epoch-0004.state.pt")["ema"]["weights"]
+    assert all(ema_a[k].equal(ema_b[k]) for k in ema_a)
+    assert [h["val_acc"] for h in resumed.history] == [h["val_acc"] for h in full.history]
+    best_a, meta_a = checkpoint.load_weights(tmp_path / "full" / "best.safetensors")
+    best_b, meta_b = checkpoint.load_weights(tmp_path / "split" / "best.safetensors")
+    assert meta_a == meta_b and all(best_a[k].equal(best_b[k]) for k in best_a)
+    rows = (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(r)["epoch"] for r in rows] == [1, 2, 3, 4]  # one clean log across the interruption
+
+
+def test_sigkill_while_writing_a_checkpoint_keeps_the_previous_one(digits_folder, tmp_path):
+    run = tmp_path / "run"
+    args = [sys.executable, "-m", "effnet", "train", "--data", str(digits_folder), "--model", "mobilenet_v2_035",
+            "--epochs", "3", "--batch-size", "32", "--image-size", "32", "--workers", "0", "--no-progress",
+            "--no-plots", "--output", str(run)]
+    # SIGKILL just before epoch 2's state file is renamed into place: its weights file is complete,
+    # its state file sits fully written under a temporary name, the pointer still names epoch 1.
+    killed = subprocess.run(args, env={**ENV, "EFFNET_TEST_KILL_BEFORE_RENAME": "state.pt:2"},
+                            capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert json.loads((run / "last.json").read_text())["epoch"] == 1
+    assert any(p.name.startswith(".epoch-0002.state.pt.tmp") for p in run.iterdir())
+    weights, state = checkpoint.last_checkpoint(run)
+    model, meta = checkpoint.load_model(weights)
+    assert meta["epoch"] == 1 and checkpoint.load_state(state)["epoch"] == 1
+    done = subprocess.run([*args, "--resume"], env=ENV, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "resuming after epoch 1" in done.stdout and json.loads((run / "last.json").read_text())["epoch"] == 3
+
+
+def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(digits_folder, tmp_path, monkeypatch, capsys):
+    calls = {"n": 0}
+    real = engine.compute_loss
+
+    def poisoned(logits, targets, smoothing):
+        calls["n"] += 1
+        loss = real(logits, targets, smoothing)
+        return loss * float("nan") if calls["n"] == 9 else loss  # 7 steps per epoch: epoch 2, batch 2
+
+    monkeypatch.setattr(engine, "compute_loss", poisoned)
+    run = tmp_path / "nan"
+    argv = ["train", "--data", str(digits_folder), "--model", "mobilenet_v2_035", "--epochs", "3", "--batch-size",
+            "32", "--image-size", "32", "--workers", "0", "--no-progress", "--no-plots", "--output", str(run)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "loss became nan at step 9" in err and "epoch 2/3, batch 2" in err
+    assert str(run / "epoch-0001.safetensors") in err
+    assert json.loads((run / "last.json").read_text())["epoch"] == 1
+    checkpoint.load_model(run / "epoch-0001.safetensors")
+
+
+def test_evaluate_predict_and_class_mismatch(digits_folder, tmp_path, capsys):
+    result = train(TrainConfig(**TINY, data=str(digits_folder), output=str(tmp_path / "r"), plots=True))
+    assert {"curves.png", "schedule.png", "metrics.csv", "metrics.jsonl", "best.safetensors", "config.json",
+            "last.json"} <= _files(tmp_path / "r")
+    best = str(result.best_path)
+    assert main(["evaluate", "--weights", best, "--confusion", str(tmp_path / "cm.png")]) == 0
+    out = capsys.readouterr().out
+    top1 = float(out.split("top-1 ")[1].split("%")[0])
+    assert top1 == pytest.approx(100 * result.best_acc, abs=0.01)  # same split, same weights, same number
+    assert (tmp_path / "cm.png").read_bytes()[:4] == b"\x89PNG"
+
+    image = digits_folder / "3" / "0.png"
+    assert main(["predict", "--weights", best, str(image), "--top-k", "3"]) == 0
+    line = capsys.readouterr().out.strip()
+    probs = [float(p.rstrip("%")) for p in line.split(": ", 1)[1].replace(",", "").split()[1::2]]
+    assert len(probs) == 3 and probs == sorted(probs, reverse=True) and sum(probs) <= 100.05
+
+    # different classes: a folder whose class names differ from the checkpoint's
+    other = tmp_path / "letters"
+    for c in "ab":
+        (other / c).mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(np.full((8, 8, 3), 60 * i, np.uint8)).save(other / c / f"{i}.png")
+    assert main(["evaluate", "--weights", best, "--data", str(other)]) == 2
+    assert "was trained on classes" in capsys.readouterr().err
+    with pytest.raises(TrainError, match="already holds a run"):
+        train(TrainConfig(**TINY, data=str(other), output=str(tmp_path / "r")))
+    # resuming the run on other data: classes do not match
+    with pytest.raises(TrainError, match="must match to resume"):
+        train(TrainConfig(**{**TINY, "data": str(other)}, output=str(tmp_path / "r"), resume=True))
+
+
+def test_ddp_two_gloo_processes_match_one_process(digits_folder, tmp_path):
+    flags = ["--data", str(digits_folder), "--model", "mobilenet_v2_035", "--epochs", "4", "--batch-size", "16",
+             "--image-size", "32", "--optimizer", "adamw", "--lr", "0.003", "--workers", "0", "--no-progress",
+             "--no-plots", "--device", "cpu"]
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
+                          "-m", "effnet", "train", *flags, "--output", str(tmp_path / "ddp")],
+                         env=ENV, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert ddp.returncode == 0, ddp.stderr[-2000:]
+    assert ddp.stdout.count("effnet train: mobilenet_v2_035") == 1  # only rank 0 prints
+    assert ddp.stdout.count("epoch   4/4") == 1 and "device cpu x2" in ddp.stdout
+    assert _files(tmp_path / "ddp") == {"best.safetensors", "config.json", "last.json", "metrics.csv",
+                                        "metrics.jsonl", "epoch-0004.safetensors", "epoch-0004.state.pt"}
+    assert not (tmp_path / "runs").exists()  # no stray run folder from rank 1
+    ddp_acc = json.loads((tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()[-1])["val_acc"]
+    # one process with the same global batch (2 x 16)
+    single = train(TrainConfig(**{**TINY, "batch_size": 32}, data=str(digits_folder), output=str(tmp_path / "one")))
+    assert ddp_acc >= 0.5 and abs(ddp_acc - single.history[-1]["val_acc"]) <= 0.2
