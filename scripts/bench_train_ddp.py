@@ -61,7 +61,7 @@ def main() -> None:
                "--no-plots", "--val-fraction", "0.05", "--output", str(run), *args.extra]
         print(" ".join(cmd), flush=True)
         t = time.perf_counter()
-        done = subprocess.run(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"}, text=True, capture_output=True)
+        done = subprocess.run(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"}, text=True, capture_output=True, check=False)
         print(done.stdout[-3000:], done.stderr[-3000:], flush=True)
         if done.returncode:
             sys.exit(done.returncode)

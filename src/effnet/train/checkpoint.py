@@ -73,7 +73,7 @@ def read_metadata(path: str | Path) -> dict:
     try:
         with safe_open(str(path), framework="pt") as f:
             raw = f.metadata() or {}
-    except Exception as e:  # safetensors raises its own error types for a damaged header
+    except Exception as e:  # noqa: BLE001 -- safetensors raises its own error types for a damaged header
         raise TrainError(f"{path} is not a readable safetensors file ({e})") from None
     if raw.get("format") != FORMAT:
         raise TrainError(f"{path} was not written by effnet train (no {FORMAT!r} metadata)")

@@ -1,6 +1,6 @@
 """``effnet train``: every TrainConfig field is a flag, its help is the field's one-line reason.
 
-    effnet train                                   # embedded digits, about 3 minutes on 2 CPU cores
+    effnet train                                   # embedded digits, a few minutes on 2 CPU cores
     effnet train --data path/to/folder --model efficientnet_v2_b0 --progressive v2-s --epochs 50
     torchrun --nproc_per_node 2 -m effnet train --data path/to/folder
 """
@@ -25,7 +25,7 @@ def field_reasons() -> dict[str, str]:
         source = inspect.getsource(TrainConfig)
     except (OSError, TypeError):  # no source shipped (zipped install): flags still work, without help
         return {}
-    return {m.group(1): m.group(2) for m in re.finditer(r"^\s+(\w+): [^=]+=.*?  # (.*)$", source, re.M)}
+    return {m.group(1): m.group(2) for m in re.finditer(r"^\s+(\w+): [^=]+=.*?  # (.*)$", source, re.MULTILINE)}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,17 +36,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         text = reasons.get(f.name, "") + _EXTRA_HELP.get(f.name, "")
         if base is bool:
             action = "store_true" if f.name == "resume" else argparse.BooleanOptionalAction
-            parser.add_argument(flag, action=action, default=f.default, help=text)
+            parser.add_argument(flag, action=action, default=argparse.SUPPRESS, help=text)
         else:
-            parser.add_argument(flag, type=base, default=f.default, help=text,
+            # SUPPRESS: an unset flag stays absent, so the data set's recipe can fill it
+            parser.add_argument(flag, type=base, default=argparse.SUPPRESS, help=text,
                                 metavar=f.name.upper() if f.name != "data" else "DIGITS|CIFAR10|CIFAR100|FOLDER")
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
-    if values["progressive"] in ("none", ""):
-        values["progressive"] = None
-    return TrainConfig(**values)
+    """Flags the user gave, over the data set's recipe, over TrainConfig's defaults."""
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
+    if given.get("progressive") in ("none", ""):
+        given["progressive"] = None
+    return TrainConfig.for_data(given.pop("data", None), **given)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -109,7 +109,7 @@ def digits_dataset(config: TrainConfig) -> DataSet:
     train_idx, val_idx = seeded_split(targets, config.val_fraction, config.split_seed)
     return DataSet("digits", TensorImages(images[train_idx], targets[train_idx]),
                    TensorImages(images[val_idx], targets[val_idx]), [str(d) for d in range(10)], 32,
-                   mean=(0.5,) * 3, std=(0.5,) * 3, hflip=0.0, scale_min=0.35, crop_pct=1.0, in_memory=True)
+                   mean=(0.5,) * 3, std=(0.5,) * 3, hflip=0.0, scale_min=0.6, crop_pct=1.0, in_memory=True)
 
 
 def cifar_dataset(config: TrainConfig, num: int) -> DataSet:
@@ -119,7 +119,7 @@ def cifar_dataset(config: TrainConfig, num: int) -> DataSet:
     cls = datasets.CIFAR10 if num == 10 else datasets.CIFAR100
     try:
         parts = [cls(root, train=train, download=True) for train in (True, False)]
-    except Exception as e:  # no network, a proxy, a half-written archive: one line either way
+    except Exception as e:  # noqa: BLE001 -- no network, a proxy, a half-written archive: one line either way
         raise TrainError(f"could not get CIFAR-{num} into {root} ({type(e).__name__}: {e}); "
                          "download it there or train on an image folder") from None
 
@@ -155,7 +155,7 @@ def find_unreadable(paths: list[Path]) -> list[Path]:
         try:
             with Image.open(p) as im:
                 im.load()  # decode fully: a truncated body passes Image.verify() on some formats
-        except Exception:  # PIL raises many types for corrupt files; all of them mean "unreadable"
+        except Exception:  # noqa: BLE001 -- PIL raises many types for corrupt files; all of them mean "unreadable"
             bad.append(p)
     return bad
 
@@ -236,7 +236,7 @@ def train_transform(stage: Stage, config: TrainConfig, data: DataSet) -> v2.Comp
 def eval_transform(size: int, crop_pct: float, mean, std) -> v2.Compose:
     """Resize the short side to size/crop_pct, center-crop ``size``, normalise."""
     return v2.Compose([
-        v2.Resize(int(round(size / crop_pct)), antialias=True),
+        v2.Resize(round(size / crop_pct), antialias=True),
         v2.CenterCrop(size),
         v2.ToDtype(torch.float32, scale=True),
         v2.Normalize(mean, std),

@@ -33,7 +33,8 @@ class RMSpropTF(torch.optim.Optimizer):
 
     def __init__(self, params, lr: float = 0.016, alpha: float = 0.9, eps: float = 1e-3, momentum: float = 0.9,
                  weight_decay: float = 0.0) -> None:
-        super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, momentum=momentum, weight_decay=weight_decay))
+        super().__init__(params, {"lr": lr, "alpha": alpha, "eps": eps, "momentum": momentum,
+                                  "weight_decay": weight_decay})
 
     @torch.no_grad()
     def step(self, closure=None):

@@ -77,7 +77,7 @@ def build_schedule(
             first_epoch=i * epochs // stages,
             end_epoch=(i + 1) * epochs // stages,
             image_size=int(image_size),
-            randaug=int(round(interpolate(*randaug, i, stages))),
+            randaug=round(interpolate(*randaug, i, stages)),
             mixup=round(interpolate(*mixup, i, stages), 6),
             dropout=round(interpolate(*dropout, i, stages), 6),
         ))

@@ -204,9 +204,6 @@ def _train(config: TrainConfig, d: distributed.Dist) -> RunResult:
              "classes": data.classes}, indent=1).encode())
 
     workers = config.workers if config.workers is not None else (0 if data.in_memory else min(8, os.cpu_count() or 1))
-    val_dl = val_loader(data.val, eval_transform(eval_size, crop_pct, data.mean, data.std),
-                        batch_size=max(config.batch_size, 64), rank=d.rank, world=d.world, workers=workers,
-                        pin_memory=cuda)
     meta = {"model_config": model.config.to_dict(), "class_names": data.classes, "image_size": eval_size,
             "crop_pct": crop_pct, "mean": list(data.mean), "std": list(data.std), "data": data.name,
             "data_source": _data_source(config.data), "split": {"val_fraction": config.val_fraction, "split_seed": config.split_seed}}
@@ -214,6 +211,12 @@ def _train(config: TrainConfig, d: distributed.Dist) -> RunResult:
 
     for epoch in range(start_epoch, config.epochs):
         stage = stage_at(schedule, epoch)
+        # Validate at the stage's size unless --eval-size is set: BN statistics gathered at 32 px do not
+        # fit 48 px inputs, so a fixed final size would read near chance for the early stages.
+        stage_eval = config.eval_size or stage.image_size
+        val_dl = val_loader(data.val, eval_transform(stage_eval, crop_pct, data.mean, data.std),
+                            batch_size=max(config.batch_size, 64), rank=d.rank, world=d.world, workers=workers,
+                            pin_memory=cuda)
         model.dropout.p = stage.dropout  # progressive regularisation: dropout grows with the stage
         seed_epoch(config.seed, epoch, d.rank)
         loader = train_loader(data.train, train_transform(stage, config, data), batch_size=config.batch_size,
@@ -230,7 +233,8 @@ def _train(config: TrainConfig, d: distributed.Dist) -> RunResult:
                "image_size_seen": stats.image_size, "randaug": stage.randaug, "mixup": stage.mixup,
                "dropout": stage.dropout, "lr": optimizer.param_groups[0]["lr"], "train_loss": stats.loss,
                "train_acc": stats.acc, "val_loss": val["loss"], "val_acc": val["acc"], "val_top5": val["top5"],
-               "images_per_s": stats.images / stats.seconds, "epoch_s": stats.seconds}
+               "images_per_s": stats.images / stats.seconds, "epoch_s": stats.seconds,
+               "eval_size": stage_eval}
         candidates = {"raw": val["acc"]}
         if ema is not None:
             ema_val = evaluate(ema.module, val_dl, precision, d)
@@ -246,14 +250,15 @@ def _train(config: TrainConfig, d: distributed.Dist) -> RunResult:
             if improved:
                 src = ema.module if which == "ema" else model
                 ckpt.save_weights(run_dir / ckpt.BEST, src.state_dict(),
-                                  {**meta, "epoch": epoch + 1, "val_acc": best["acc"], "weights": which})
+                                  {**meta, "epoch": epoch + 1, "val_acc": best["acc"], "weights": which,
+                                   "image_size": stage_eval})
             state = {"config": config.to_dict(), "epoch": epoch + 1, "global_step": global_step,
                      "stage": stage.index, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                      "scaler": scaler.state_dict(), "ema": ema.state_dict() if ema is not None else {},
                      "rng": ckpt.rng_state(), "history": history, "best": best}
             last_good = str(ckpt.save_checkpoint(run_dir, epoch + 1, model.state_dict(),
                                                  {**meta, "epoch": epoch + 1, "val_acc": val["acc"],
-                                                  "weights": "raw"}, state))
+                                                  "weights": "raw", "image_size": stage_eval}, state))
             write_metrics(run_dir, history)
         distributed.barrier(d)  # no rank runs ahead of the checkpoint it may have to resume from
         ema_text = f" ema {100 * row['ema_val_acc']:.2f}%" if ema is not None else ""
