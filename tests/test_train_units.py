@@ -210,3 +210,30 @@ def test_foreign_or_missing_checkpoint_is_one_line(tmp_path, capsys):
     (tmp_path / "run" / "last.json").write_text(json.dumps({"epoch": 1, "weights": "gone.safetensors",
                                                             "state": "gone.state.pt"}))
     assert "missing" in _err(capsys, ["train", "--output", str(tmp_path / "run"), "--resume"])
+
+
+def test_cifar_without_network_is_one_line(monkeypatch, tmp_path, capsys):
+    import torchvision.datasets
+
+    def offline(*args, **kwargs):
+        raise RuntimeError("URLError: no route to host")
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", offline)
+    err = _err(capsys, ["train", "--data", "cifar10", "--data-dir", str(tmp_path)])
+    assert "could not get CIFAR-10" in err and "no route to host" in err
+
+
+def test_trivialaugment_and_batch_mixing():
+    from effnet.train.engine import batch_mixer
+    from effnet.train.progressive import Stage
+
+    config = TrainConfig(augment="trivialaugment")
+    data = load_dataset(config)
+    out = train_transform(Stage(0, 0, 1, 40, 0, 0.0, 0.1), config, data)(data.train[0][0])
+    assert out.shape == (3, 40, 40)
+    assert batch_mixer(0.0, 0.0, 10) is None
+    images, labels = torch.rand(4, 3, 8, 8), torch.tensor([0, 1, 2, 3])
+    torch.manual_seed(0)
+    mixed, soft = batch_mixer(0.4, 1.0, 10)(images, labels)  # MixUp or CutMix, one per batch
+    assert mixed.shape == images.shape and soft.shape == (4, 10) and torch.allclose(soft.sum(1), torch.ones(4))
+    assert (soft > 0).sum(1).max() == 2  # two classes mixed into each target

@@ -72,7 +72,7 @@ def plot_schedule(run_dir: Path, history: list[dict]) -> Path:
         ax.step(epochs, [r[key] for r in history], where="mid")
         ax.set(xlabel="epoch", title=title)
         ax.grid(alpha=0.3)
-    fig.suptitle("progressive learning schedule")
+    fig.suptitle("progressive learning schedule", y=1.06)
     path = run_dir / "schedule.png"
     _save(fig, path)
     plt.close(fig)
