@@ -16,9 +16,9 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from effnet.io import atomic_output
 from effnet.layers import Conv2dSame
 from effnet.model import EfficientConvNet
-from effnet.weights.checkpoints import atomic_output
 
 DEFAULT_OPSET = 18
 CHECK_TOLERANCE = 1e-4  # max |onnx - torch| / max |torch| accepted by the built-in check

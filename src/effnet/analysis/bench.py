@@ -24,8 +24,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from effnet.analysis.ceilings import device_name, resolve_device, write_atomic
+from effnet.analysis.ceilings import device_name, resolve_device
 from effnet.analysis.measure import make_input, prepare, time_fn
+from effnet.io import write_atomic
 
 MODES = ("eager", "channels_last", "compile")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}

@@ -6,8 +6,8 @@ import io
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from effnet.analysis.ceilings import write_atomic
 from effnet.analysis.table import human
+from effnet.io import write_atomic
 
 if TYPE_CHECKING:
     from effnet.analysis.measure import Measurement

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 
 import torch
@@ -19,6 +18,7 @@ from torch import nn
 
 from effnet.analysis.profile import Profile, profile
 from effnet.analysis.table import FORMATS, Column, human, percent, render
+from effnet.io import write_atomic
 from effnet.reference import PUBLISHED, Published
 from effnet.zoo import MODELS, create_model, list_models
 
@@ -185,19 +185,6 @@ def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
-def write_atomic(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder, then rename."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'efficientnet_b*'")
     parser.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
@@ -212,7 +199,7 @@ def run(args: argparse.Namespace) -> int:
     dtype = DTYPES[args.dtype]
     text = render_zoo(zoo_rows(args.pattern, dtype), args.format, dtype)
     if args.output:
-        write_atomic(args.output, text if text.endswith("\n") else text + "\n")
+        write_atomic(args.output, (text if text.endswith("\n") else text + "\n").encode())
     else:
         print(text)
     return 0

@@ -24,6 +24,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
+from effnet.io import atomic_output, write_bytes_synced
 from effnet.model import EfficientConvNet, ModelConfig
 from effnet.train.config import TrainError
 
@@ -47,15 +48,10 @@ def _test_kill_hook(final: Path) -> None:
 
 
 def atomic_write(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())  # the bytes reach the disk before the name points at them
-    _test_kill_hook(path)
-    os.replace(tmp, path)
+    """Write ``data`` to ``path`` atomically (:func:`effnet.io.atomic_output`), fsynced before the rename."""
+    with atomic_output(path) as tmp:
+        write_bytes_synced(tmp, data)
+        _test_kill_hook(Path(path))
 
 
 def save_weights(path: str | Path, state_dict: dict[str, torch.Tensor], metadata: dict) -> None:

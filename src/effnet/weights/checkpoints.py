@@ -8,16 +8,15 @@ leaves any earlier file untouched.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import pickle
-import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 
+from effnet.io import atomic_output
 from effnet.model import EfficientConvNet, ModelConfig
 from effnet.weights.convert import CheckpointError, checked_rename
 
@@ -30,25 +29,6 @@ _SAFETENSORS_MAGIC_MAX = 100_000_000  # a header longer than this is not a safet
 _WRAPPER_KEYS = ("state_dict", "model", "module")
 
 PathLike = str | os.PathLike
-
-
-@contextlib.contextmanager
-def atomic_output(path: PathLike) -> Iterator[Path]:
-    """Yield a temp path beside ``path``; on success move it over ``path``, on error delete it."""
-    path = Path(path)
-    if path.is_dir():
-        raise ValueError(f"{path} is a directory; give a file path")
-    if not path.parent.is_dir():
-        raise ValueError(f"folder {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def save(model: EfficientConvNet, path: PathLike) -> None:
