@@ -6,22 +6,13 @@ import json
 import sys
 
 import pytest
-import torch
 
 from effnet.analysis import bench
 from effnet.cli import main
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 PNG = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: these tests time tiny models, and on a busy 2-core runner two threads stall
-    on each other far longer than the work takes (nothing here asserts speed)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _bench(tmp_path, *extra: str) -> int:

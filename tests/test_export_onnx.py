@@ -11,18 +11,12 @@ import effnet
 from effnet.export import export_onnx, verify_onnx
 from effnet.layers import Conv2dSame
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 onnx = pytest.importorskip("onnx")  # declared test dependencies (pyproject [test])
 ort = pytest.importorskip("onnxruntime")
 
 SIZE = (96, 128)  # non-square; export runs at batch 2, the check below at batch 3
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # small graphs: one thread is fastest and safe on a busy machine
-    yield
-    torch.set_num_threads(before)
 
 
 def random_model(name: str, **kwargs) -> effnet.EfficientConvNet:

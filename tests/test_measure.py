@@ -23,18 +23,10 @@ from effnet.analysis.profile import profile
 from effnet.analysis.roofline import plot_roofline
 from effnet.cli import main
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 # Ceilings far above any CPU: every predicted time is below every measured one.
 HIGH = Ceilings("cpu", "test", "float32", peak_flops=1e16, bandwidth=1e14)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: these tests time tiny models, and on a busy 2-core runner two threads stall
-    on each other far longer than the work takes (nothing here asserts speed)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tiny_model() -> nn.Module:

@@ -13,14 +13,9 @@ from safetensors.torch import save_file
 import effnet
 from effnet.weights import CheckpointError, export_state_dict
 from effnet.weights.checkpoints import load, read_checkpoint, save
+from support import randomized_model
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: one thread is fastest and safe on a busy machine
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def snapshot(folder) -> dict:
@@ -28,19 +23,8 @@ def snapshot(folder) -> dict:
     return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def small(name: str = "mobilenet_v1_025", **kwargs) -> effnet.EfficientConvNet:
-    torch.manual_seed(0)
-    model = effnet.create_model(name, **kwargs)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.normal_()
-                m.running_var.uniform_(0.5, 2)
-    return model.eval()
-
-
 def test_save_load_round_trip_rebuilds_the_model(tmp_path):
-    model = small("efficientnet_lite0", num_classes=10, padding="same", bn_eps=1e-3)
+    model = randomized_model("efficientnet_lite0", num_classes=10, padding="same", bn_eps=1e-3)
     path = tmp_path / "lite.safetensors"
     save(model, path)
     _, metadata = read_checkpoint(path)
@@ -57,7 +41,7 @@ def test_save_load_round_trip_rebuilds_the_model(tmp_path):
 
 def test_failed_save_leaves_the_old_file(tmp_path, monkeypatch):
     path = tmp_path / "m.safetensors"
-    save(small(), path)
+    save(randomized_model("mobilenet_v1_025"), path)
     before = snapshot(tmp_path)
 
     def broken(tensors, filename, metadata=None):
@@ -67,23 +51,23 @@ def test_failed_save_leaves_the_old_file(tmp_path, monkeypatch):
 
     monkeypatch.setattr("safetensors.torch.save_file", broken)
     with pytest.raises(OSError, match="disk full"):
-        save(small("mobilenet_v1_050"), path)
+        save(randomized_model("mobilenet_v1_050"), path)
     assert snapshot(tmp_path) == before
 
 
 def _bad_files(tmp_path) -> dict:
     good = tmp_path / "good.safetensors"
-    save(small(), good)
+    save(randomized_model("mobilenet_v1_025"), good)
     data = good.read_bytes()
     (tmp_path / "truncated.safetensors").write_bytes(data[: len(data) // 2])
     (tmp_path / "garbage.safetensors").write_bytes(b"\x00not a checkpoint at all" * 10)
-    torch.save(small().state_dict(), tmp_path / "sd.pt")
+    torch.save(randomized_model("mobilenet_v1_025").state_dict(), tmp_path / "sd.pt")
     pt = (tmp_path / "sd.pt").read_bytes()
     (tmp_path / "truncated.pt").write_bytes(pt[: len(pt) // 2])
     (tmp_path / "sd.pt").unlink()
     # Metadata says efficientnet_b0, tensors are a MobileNetV1's: a wrong-model file.
     b0 = effnet.model_config("efficientnet_b0")
-    save_file(dict(small().state_dict()), str(tmp_path / "wrong.safetensors"),
+    save_file(dict(randomized_model("mobilenet_v1_025").state_dict()), str(tmp_path / "wrong.safetensors"),
               metadata={"format": "effnet", "format_version": "1", "model": "efficientnet_b0",
                         "config": json.dumps(b0.to_dict())})
     save_file({"x": torch.zeros(2)}, str(tmp_path / "plain.safetensors"))
@@ -145,7 +129,7 @@ def test_malicious_pickle_is_refused(tmp_path, writer):
 
 
 def test_weights_from_own_file_and_wrong_model(tmp_path):
-    model = small("mobilenet_v2_050", bn_eps=1e-3)
+    model = randomized_model("mobilenet_v2_050", bn_eps=1e-3)
     path = tmp_path / "m.safetensors"
     save(model, path)
     again = effnet.create_model("mobilenet_v2_050", weights=path)
@@ -170,7 +154,7 @@ def test_weights_from_torchvision_pt_with_wrapper_and_dataparallel_prefix(tmp_pa
 
 
 def test_local_timm_tf_port_takes_same_padding(tmp_path):
-    ref = small("efficientnet_lite0", padding="same", bn_eps=1e-3)
+    ref = randomized_model("efficientnet_lite0", padding="same", bn_eps=1e-3)
     save_file(export_state_dict(ref, "timm"), str(tmp_path / "tf_lite0.safetensors"))
     ours = effnet.create_model("efficientnet_lite0", weights=tmp_path / "tf_lite0.safetensors",
                                padding="same")
@@ -179,7 +163,7 @@ def test_local_timm_tf_port_takes_same_padding(tmp_path):
 
 
 def test_other_num_classes_keeps_fresh_classifier_and_warns(tmp_path):
-    model = small("mobilenet_v1_025")
+    model = randomized_model("mobilenet_v1_025")
     save(model, tmp_path / "m.safetensors")
     with pytest.warns(UserWarning, match="classifier not loaded .*1000 classes, model 7"):
         tuned = effnet.create_model("mobilenet_v1_025", weights=tmp_path / "m.safetensors", num_classes=7)
@@ -198,12 +182,12 @@ def test_weights_argument_is_validated():
 
 def test_safe_reading_needs_no_timm(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "timm", None)
-    save(small(), tmp_path / "m.safetensors")
+    save(randomized_model("mobilenet_v1_025"), tmp_path / "m.safetensors")
     assert load(tmp_path / "m.safetensors").config.name == "mobilenet_v1_025"
 
 
 def test_weights_written_by_effnet_train_load_too(tmp_path):
-    model = small("mobilenet_v1_025", num_classes=5)
+    model = randomized_model("mobilenet_v1_025", num_classes=5)
     meta = {"format": "effnet-train-1", "model_config": json.dumps(model.config.to_dict()), "epoch": "3"}
     save_file(dict(model.state_dict()), str(tmp_path / "best.safetensors"), metadata=meta)
     loaded = load(tmp_path / "best.safetensors")

@@ -26,6 +26,8 @@ from effnet.weights import (
     source_config,
 )
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 timm = pytest.importorskip("timm")  # a declared test dependency (pyproject [test]); torchvision is core
 torchvision = pytest.importorskip("torchvision")
 
@@ -50,15 +52,6 @@ NUMERIC = [
 ]
 # Odd height: SAME padding is asymmetric there, so the TF ports' padding is really exercised.
 INPUT = (2, 3, 65, 80)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny convolutions: a single thread is fastest and immune to a busy machine's oversubscription."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def build_peer(source: str, name: str) -> torch.nn.Module:

@@ -24,6 +24,7 @@ from effnet.weights import (
     resolve_published,
 )
 from effnet.weights.hub import list_published
+from support import randomized_model
 
 
 @pytest.fixture()
@@ -98,20 +99,10 @@ def test_names_resolve():
     assert "timm/tf_efficientnet_lite0.in1k" in list_published("efficientnet_lite0")
 
 
-def _random(name: str, **kwargs) -> effnet.EfficientConvNet:
-    torch.manual_seed(0)
-    model = effnet.create_model(name, **kwargs)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.normal_()
-    return model
-
-
 def test_cached_timm_tf_port_loads_with_same_padding(hub_dir):
     pub = PUBLISHED["timm/tf_efficientnet_lite0.in1k"]
     assert pub.cache_path() == hub_dir / "timm--tf_efficientnet_lite0.in1k.safetensors"
-    ref = _random("efficientnet_lite0", padding="same", bn_eps=1e-3)
+    ref = randomized_model("efficientnet_lite0", padding="same", bn_eps=1e-3)
     hub_dir.mkdir(parents=True)
     save_file(export_state_dict(ref, "timm"), str(pub.cache_path()))  # "placed by hand"
     model = effnet.create_model("efficientnet_lite0", weights="timm/tf_efficientnet_lite0.in1k")
@@ -132,7 +123,7 @@ def test_damaged_cache_file_says_how_to_recover(hub_dir):
 
 def test_cached_torchvision_pth_loads(hub_dir):
     pub = resolve_published("torchvision", "mobilenet_v2_100")
-    ref = _random("mobilenet_v2_100")
+    ref = randomized_model("mobilenet_v2_100")
     hub_dir.mkdir(parents=True)
     torch.save(export_state_dict(ref, "torchvision"), pub.cache_path())
     model = effnet.create_model("mobilenet_v2_100", weights="torchvision", num_classes=1000)
@@ -150,7 +141,7 @@ def _serve(tmp_path, monkeypatch, name: str, payload: bytes, *, hash_prefix: str
 
 def test_real_download_code_fills_the_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "hub"))  # torch.hub.set_dir, undone after
-    ref = _random("mobilenet_v2_100")
+    ref = randomized_model("mobilenet_v2_100")
     torch.save(export_state_dict(ref, "torchvision"), tmp_path / "ckpt.pth")
     payload = (tmp_path / "ckpt.pth").read_bytes()
     digest = hashlib.sha256(payload).hexdigest()[:8]
