@@ -4,8 +4,8 @@ from effnet.export import export_onnx
 from effnet.model import EfficientConvNet, ModelConfig
 from effnet.scaling import compound_coefficients, make_divisible
 from effnet.tables import BlockType, NetSpec, Stage
-from effnet.weights import convert_state_dict, export_state_dict, load, save
-from effnet.zoo import create_model, efficientnet, get_recipe, list_models, model_config
+from effnet.weights import convert_state_dict, create_model, export_state_dict, load, save
+from effnet.zoo import efficientnet, get_recipe, list_models, model_config
 
 __version__ = "0.1.0"
 

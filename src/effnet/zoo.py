@@ -8,7 +8,6 @@ generated from the coefficient tables, not written out as a builder function of 
 from __future__ import annotations
 
 import difflib
-import os
 from dataclasses import dataclass, replace
 
 from effnet import tables
@@ -166,7 +165,6 @@ def create_model(
     drop_rate: float | None = None,
     drop_path_rate: float | None = None,
     padding: str = "symmetric",
-    weights: str | os.PathLike | None = None,
     **overrides,
 ) -> EfficientConvNet:
     """Build a zoo model by name, e.g. ``create_model("efficientnet_b1")``.
@@ -174,14 +172,8 @@ def create_model(
     ``drop_rate``/``drop_path_rate`` default to the recipe's; ``padding="same"`` gives TensorFlow's
     SAME padding for TF-trained weights.  Overrides: ``width``, ``depth`` (multipliers on the
     recipe's table), ``resolution``, ``phi`` (compound scaling, EfficientNet and Lite),
-    ``activation``, ``bn_eps``, ``bn_momentum``.  ``weights``: a checkpoint file or a published
-    torchvision/timm checkpoint name (see :func:`effnet.weights.create_pretrained`).
+    ``activation``, ``bn_eps``, ``bn_momentum``.  (``effnet.create_model`` adds ``weights=``.)
     """
-    if weights is not None:
-        from effnet.weights.hub import create_pretrained  # weights sits above the zoo: import on use
-
-        return create_pretrained(name, weights, num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate,
-                                 drop_path_rate=drop_path_rate, padding=padding, **overrides)
     config = model_config(name, num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate,
                           drop_path_rate=drop_path_rate, padding=padding, **overrides)
     return EfficientConvNet(config)

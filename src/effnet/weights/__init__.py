@@ -22,6 +22,7 @@ from effnet.weights.convert import (
 from effnet.weights.hub import (
     PUBLISHED,
     Published,
+    create_model,
     create_pretrained,
     fetch,
     list_published,
@@ -35,6 +36,7 @@ __all__ = [
     "PeerArch",
     "Published",
     "convert_state_dict",
+    "create_model",
     "create_pretrained",
     "export_peer",
     "export_state_dict",

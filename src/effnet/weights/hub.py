@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from effnet import zoo
 from effnet.model import EfficientConvNet
 from effnet.weights.checkpoints import (
     FORMAT,
@@ -28,7 +29,7 @@ from effnet.weights.checkpoints import (
     read_checkpoint,
 )
 from effnet.weights.convert import PEERS, SOURCES, CheckpointError, PeerArch, convert_state_dict
-from effnet.zoo import create_model, get_recipe
+from effnet.zoo import get_recipe
 
 _TORCHVISION_URL = "https://download.pytorch.org/models/"
 _HF_URL = "https://huggingface.co/{repo}/resolve/main/model.safetensors"
@@ -223,6 +224,17 @@ def _settings(required: dict, padding: str, overrides: dict, *, strict_eps: bool
     return settings
 
 
+def create_model(name: str, *, weights: str | os.PathLike | None = None, **kwargs) -> EfficientConvNet:
+    """``effnet.create_model``: :func:`effnet.zoo.create_model` (same arguments) plus ``weights``,
+    a checkpoint file or a published torchvision/timm checkpoint name (:func:`create_pretrained`).
+
+    It lives here, above the zoo, so that the zoo never imports the weights code.
+    """
+    if weights is None:
+        return zoo.create_model(name, **kwargs)
+    return create_pretrained(name, weights, **kwargs)
+
+
 def create_pretrained(
     name: str,
     weights: str | os.PathLike,
@@ -277,7 +289,7 @@ def create_pretrained(
                 required = peer.model_kwargs()
     settings = _settings(required, padding, overrides, strict_eps=strict_eps)
     rest = {k: v for k, v in overrides.items() if k not in settings}
-    model = create_model(name, num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate,
+    model = zoo.create_model(name, num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate,
                          drop_path_rate=drop_path_rate, **settings, **rest)
     state_dict = _fit_classifier(model, dict(state_dict), label)
     check_and_load(model, state_dict, label)
