@@ -89,7 +89,7 @@ def test_sigkill_while_writing_a_checkpoint_keeps_the_previous_one(digits_folder
                             capture_output=True, text=True, timeout=300, check=False)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert json.loads((run / "last.json").read_text())["epoch"] == 1
-    assert any(p.name.startswith(".epoch-0002.state.pt.tmp") for p in run.iterdir())
+    assert any(p.name.startswith(".epoch-0002.state.pt.") and p.name.endswith(".tmp") for p in run.iterdir())
     weights, state = checkpoint.last_checkpoint(run)
     _, meta = checkpoint.load_model(weights)
     assert meta["epoch"] == 1 and checkpoint.load_state(state)["epoch"] == 1
