@@ -28,7 +28,8 @@ class UserError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="effnet", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="effnet", description="Efficient CNNs: the zoo, counting and measuring, training, evaluation.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
