@@ -161,4 +161,5 @@ def test_every_model_trains_and_evaluates(name):
         maps = model.feature_maps(x)
     assert [m.shape[1] for m in maps] == model.feature_channels()
     assert model.feature_strides() == [2, 4, 8, 16, 32]
+    assert model.config.spec.output_stride == model.feature_strides()[-1]
     assert [m.shape[-2:] for m in maps] == [(-(-64 // s), -(-48 // s)) for s in (2, 4, 8, 16, 32)]  # ceil

@@ -52,6 +52,14 @@ class NetSpec:
     stem_kernel: int = 3
     stem_stride: int = 2
 
+    @property
+    def output_stride(self) -> int:
+        """Input pixels per pixel of the last feature map (32 for every zoo model)."""
+        stride = self.stem_stride
+        for stage in self.stages:
+            stride *= stage.stride
+        return stride
+
     def to_dict(self) -> dict:
         return {**self.__dict__, "stages": [s.to_dict() for s in self.stages]}
 

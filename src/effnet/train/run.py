@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from effnet.model import ModelConfig
 from effnet.train import checkpoint as ckpt
 from effnet.train import distributed
 from effnet.train.config import TrainConfig, TrainError
@@ -45,14 +44,6 @@ class RunResult:
     best_weights: str  # "raw" or "ema"
     history: list[dict]
     schedule: list[Stage]
-
-
-def total_stride(config: ModelConfig) -> int:
-    """Input pixels per pixel of the last feature map (32 for every zoo model)."""
-    stride = config.spec.stem_stride
-    for stage in config.spec.stages:
-        stride *= stage.stride
-    return stride
 
 
 def seed_epoch(seed: int, epoch: int, rank: int) -> None:
@@ -92,7 +83,7 @@ def _build_model(config: TrainConfig, num_classes: int, data_size: int | None):
         raise TrainError(str(e)) from None
     final = config.image_size or data_size or base.resolution
     eval_size = config.eval_size or final
-    min_size = total_stride(base)
+    min_size = base.spec.output_stride
     for name, size in (("image size", final), ("eval size", eval_size)):
         if size < min_size:
             raise TrainError(f"{name} {size} is too small for {config.model}: it needs at least {min_size} pixels "
