@@ -23,6 +23,8 @@ from effnet.analysis import (
     standard_conv_params,
 )
 from effnet.blocks import DepthwiseSeparable
+from effnet.plan import block_spec
+from effnet.tables import BlockType
 
 ADDITIVE = ("layers", "params", "macs", "flops", "activations", "bytes_read", "bytes_written", "bytes")
 
@@ -66,7 +68,7 @@ def test_separable_formula_matches_a_real_depthwise_pointwise_pair(k, c_in, c_ou
 
 
 def test_separable_formula_on_the_zoo_block():
-    block = DepthwiseSeparable(32, 64, kernel=3, stride=2)
+    block = DepthwiseSeparable(block_spec(BlockType.DEPTHWISE_SEPARABLE, 32, 64, kernel=3, stride=2))
     p = profile(block, (32, 56, 56))
     conv = [r for r in p.layers if r.macs]
     assert [(r.name, r.kind) for r in conv] == [("depthwise.conv", "depthwise"), ("pointwise.conv", "pointwise")]

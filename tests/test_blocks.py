@@ -16,11 +16,23 @@ from effnet.layers import (
     ConvNormAct,
     SqueezeExcitation,
     StochasticDepth,
-    drop_path_schedule,
     same_padding,
     stochastic_depth,
 )
+from effnet.plan import block_spec, drop_path_schedule
 from effnet.tables import BlockType
+
+
+def mbconv(in_ch: int, out_ch: int, **kw) -> MBConv:
+    return MBConv(block_spec(BlockType.MBCONV, in_ch, out_ch, **kw))
+
+
+def fused(in_ch: int, out_ch: int, **kw) -> FusedMBConv:
+    return FusedMBConv(block_spec(BlockType.FUSED_MBCONV, in_ch, out_ch, **{"activation": "silu", **kw}))
+
+
+def separable(in_ch: int, out_ch: int, **kw) -> DepthwiseSeparable:
+    return DepthwiseSeparable(block_spec(BlockType.DEPTHWISE_SEPARABLE, in_ch, out_ch, **kw))
 
 
 def _zero_branch(block: nn.Module) -> None:
@@ -30,14 +42,14 @@ def _zero_branch(block: nn.Module) -> None:
     nn.init.zeros_(last.norm.bias)
 
 
-@pytest.mark.parametrize("cls", [MBConv, FusedMBConv])
+@pytest.mark.parametrize("cls", [mbconv, fused])
 @pytest.mark.parametrize(
     "in_ch, out_ch, stride, residual",
     [(16, 16, 1, True), (16, 24, 1, False), (16, 16, 2, False), (24, 16, 2, False)],
 )
 def test_residual_only_when_stride_1_and_same_channels(cls, in_ch, out_ch, stride, residual):
     block = cls(in_ch, out_ch, expand_ratio=4, stride=stride).eval()
-    assert block.has_residual is residual
+    assert block.spec.residual is residual
     _zero_branch(block)
     x = torch.randn(2, in_ch, 8, 8)
     out = block(x)
@@ -48,7 +60,7 @@ def test_residual_only_when_stride_1_and_same_channels(cls, in_ch, out_ch, strid
 
 
 def test_mbconv_reads_like_the_paper():
-    block = MBConv(24, 40, expand_ratio=6, kernel=5, stride=2, se_ratio=0.25)
+    block = mbconv(24, 40, expand_ratio=6, kernel=5, stride=2, se_ratio=0.25)
     assert block.expand.conv.kernel_size == (1, 1) and block.expand.conv.out_channels == 144
     dw = block.depthwise.conv
     assert dw.kernel_size == (5, 5) and dw.groups == dw.in_channels == dw.out_channels == 144
@@ -56,21 +68,21 @@ def test_mbconv_reads_like_the_paper():
     assert isinstance(block.project.act, nn.Identity)  # linear bottleneck: no activation
     assert block.project.conv.out_channels == 40
     # Expansion 1 skips the expansion conv entirely (MobileNetV2's first bottleneck).
-    assert isinstance(MBConv(32, 16, expand_ratio=1).expand, nn.Identity)
+    assert isinstance(mbconv(32, 16, expand_ratio=1).expand, nn.Identity)
 
 
 def test_projection_is_linear_so_outputs_can_be_negative():
-    block = MBConv(8, 16, expand_ratio=6, activation="relu6").eval()
+    block = mbconv(8, 16, expand_ratio=6, activation="relu6").eval()
     out = block(torch.randn(4, 8, 8, 8))
     assert out.min() < 0  # an activation after the projection would clamp this at 0
 
 
 def test_se_squeeze_width_comes_from_block_input_channels():
-    block = MBConv(40, 80, expand_ratio=6, se_ratio=0.25)
+    block = mbconv(40, 80, expand_ratio=6, se_ratio=0.25)
     assert isinstance(block.se, SqueezeExcitation)
     assert block.se.reduce.in_channels == 240  # gates the expanded width
     assert block.se.reduce.out_channels == 10  # 0.25 * 40 (block input), not 0.25 * 240
-    assert MBConv(2, 2, expand_ratio=1, se_ratio=0.25).se.reduce.out_channels == 1  # at least one
+    assert mbconv(2, 2, expand_ratio=1, se_ratio=0.25).se.reduce.out_channels == 1  # at least one
 
 
 def test_squeeze_excitation_is_a_sigmoid_channel_gate():
@@ -82,7 +94,7 @@ def test_squeeze_excitation_is_a_sigmoid_channel_gate():
 
 
 def test_fused_mbconv_with_expansion_1_is_one_conv_bn_act():
-    block = FusedMBConv(24, 24, expand_ratio=1, kernel=3)
+    block = fused(24, 24, expand_ratio=1, kernel=3)
     convs = [m for m in block.modules() if isinstance(m, nn.Conv2d)]
     assert len(convs) == 1 and convs[0].kernel_size == (3, 3) and convs[0].out_channels == 24
     assert isinstance(block.project, nn.Identity) and isinstance(block.se, nn.Identity)
@@ -91,14 +103,14 @@ def test_fused_mbconv_with_expansion_1_is_one_conv_bn_act():
 
 
 def test_fused_mbconv_with_expansion_replaces_expand_and_depthwise_by_one_kxk_conv():
-    block = FusedMBConv(24, 48, expand_ratio=4, kernel=3, stride=2)
+    block = fused(24, 48, expand_ratio=4, kernel=3, stride=2)
     assert block.expand.conv.kernel_size == (3, 3) and block.expand.conv.groups == 1
     assert block.expand.conv.out_channels == 96 and block.expand.conv.stride == (2, 2)
     assert block.project.conv.kernel_size == (1, 1) and isinstance(block.project.act, nn.Identity)
 
 
 def test_depthwise_separable_is_dw_then_pw_each_with_bn_and_act():
-    block = DepthwiseSeparable(32, 64, stride=2, activation="relu6")
+    block = separable(32, 64, stride=2, activation="relu6")
     assert block.depthwise.conv.groups == 32 and block.depthwise.conv.kernel_size == (3, 3)
     assert block.pointwise.conv.kernel_size == (1, 1) and block.pointwise.conv.out_channels == 64
     assert isinstance(block.depthwise.act, nn.ReLU6) and isinstance(block.pointwise.act, nn.ReLU6)
@@ -134,9 +146,9 @@ def test_model_applies_the_schedule_to_its_blocks_in_order():
     model = effnet.create_model("efficientnet_b0", drop_path_rate=0.3)
     blocks = [b for stage in model.stages for b in stage]
     expected = drop_path_schedule(0.3, len(blocks))
-    got = [b.drop_path.drop_rate if b.has_residual else None for b in blocks]
-    assert got == [r if b.has_residual else None for r, b in zip(expected, blocks)]
-    assert sum(b.has_residual for b in blocks) == 9  # B0: 16 blocks, 9 with a shortcut
+    got = [b.drop_path.drop_rate if b.spec.residual else None for b in blocks]
+    assert got == [r if b.spec.residual else None for r, b in zip(expected, blocks)]
+    assert sum(b.spec.residual for b in blocks) == 9  # B0: 16 blocks, 9 with a shortcut
 
 
 def test_stochastic_depth_drops_whole_samples_in_training_and_is_identity_in_eval():
@@ -201,11 +213,11 @@ def test_same_padding_model_at_sizes_that_are_not_multiples_of_32():
 
 def test_unsupported_stride_and_kernel_are_rejected():
     with pytest.raises(ValueError, match="stride must be 1 or 2, got 3"):
-        MBConv(8, 8, expand_ratio=2, stride=3)
+        mbconv(8, 8, expand_ratio=2, stride=3)
     with pytest.raises(ValueError, match="kernel size must be a positive odd integer"):
-        FusedMBConv(8, 8, expand_ratio=2, kernel=4)
+        fused(8, 8, expand_ratio=2, kernel=4)
     with pytest.raises(ValueError, match="expand_ratio must be >= 1"):
-        MBConv(8, 8, expand_ratio=0.5)
+        mbconv(8, 8, expand_ratio=0.5)
     with pytest.raises(ValueError, match="unknown activation 'gelu'; allowed"):
         effnet.create_model("mobilenet_v2_100", activation="gelu")
     with pytest.raises(ValueError, match="padding must be one of"):

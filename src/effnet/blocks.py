@@ -1,11 +1,13 @@
-"""One class per paper block; each ``forward`` reads like the paper's figure."""
+"""One class per paper block, each built from its :class:`~effnet.plan.BlockSpec`; ``forward`` reads like the paper's figure."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from effnet.layers import ConvNormAct, SqueezeExcitation, StochasticDepth, se_squeeze_channels
+from effnet.layers import ConvNormAct, SqueezeExcitation, StochasticDepth
+from effnet.plan import BlockSpec
+from effnet.tables import BlockType
 
 
 class DepthwiseSeparable(nn.Module):
@@ -15,13 +17,14 @@ class DepthwiseSeparable(nn.Module):
     instead of ``K*K*C_in*C_out*H*W``.
     """
 
-    def __init__(self, in_ch: int, out_ch: int, *, kernel: int = 3, stride: int = 1, activation: str = "relu6",
-                 bn_eps: float = 1e-5, bn_momentum: float = 0.1, padding: str = "symmetric") -> None:
+    def __init__(self, spec: BlockSpec, *, bn_momentum: float = 0.1) -> None:
         super().__init__()
-        norm = {"bn_eps": bn_eps, "bn_momentum": bn_momentum}
-        self.depthwise = ConvNormAct(in_ch, in_ch, kernel, stride, groups=in_ch, activation=activation,
-                                     padding=padding, **norm)
-        self.pointwise = ConvNormAct(in_ch, out_ch, 1, activation=activation, **norm)
+        _check_type(spec, BlockType.DEPTHWISE_SEPARABLE)
+        self.spec = spec
+        s, norm = spec, {"bn_eps": spec.bn_eps, "bn_momentum": bn_momentum}
+        self.depthwise = ConvNormAct(s.in_channels, s.in_channels, s.kernel, s.stride, groups=s.in_channels,
+                                     activation=s.activation, padding=s.padding, **norm)
+        self.pointwise = ConvNormAct(s.in_channels, s.out_channels, 1, activation=s.activation, **norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.pointwise(self.depthwise(x))
@@ -35,26 +38,23 @@ class MBConv(nn.Module):
     plus the shortcut when stride is 1 and the channel count is unchanged.
     """
 
-    def __init__(self, in_ch: int, out_ch: int, *, expand_ratio: float, kernel: int = 3, stride: int = 1,
-                 se_ratio: float = 0.0, activation: str = "relu6", drop_path_rate: float = 0.0,
-                 bn_eps: float = 1e-5, bn_momentum: float = 0.1, padding: str = "symmetric") -> None:
+    def __init__(self, spec: BlockSpec, *, bn_momentum: float = 0.1) -> None:
         super().__init__()
-        _check_expand_ratio(expand_ratio)
-        norm = {"bn_eps": bn_eps, "bn_momentum": bn_momentum}
-        mid_ch = round(in_ch * expand_ratio)
-        self.has_residual = stride == 1 and in_ch == out_ch
-        self.expand = (ConvNormAct(in_ch, mid_ch, 1, activation=activation, **norm)
-                       if expand_ratio != 1 else nn.Identity())
-        self.depthwise = ConvNormAct(mid_ch, mid_ch, kernel, stride, groups=mid_ch, activation=activation,
-                                     padding=padding, **norm)
-        self.se = (SqueezeExcitation(mid_ch, se_squeeze_channels(in_ch, se_ratio), activation)
-                   if se_ratio > 0 else nn.Identity())
-        self.project = ConvNormAct(mid_ch, out_ch, 1, activation=None, **norm)
-        self.drop_path = StochasticDepth(drop_path_rate) if self.has_residual else nn.Identity()
+        _check_type(spec, BlockType.MBCONV)
+        self.spec = spec
+        s, norm = spec, {"bn_eps": spec.bn_eps, "bn_momentum": bn_momentum}
+        mid = s.mid_channels
+        self.expand = (ConvNormAct(s.in_channels, mid, 1, activation=s.activation, **norm)
+                       if s.has_expand else nn.Identity())
+        self.depthwise = ConvNormAct(mid, mid, s.kernel, s.stride, groups=mid, activation=s.activation,
+                                     padding=s.padding, **norm)
+        self.se = SqueezeExcitation(mid, s.se_channels, s.activation) if s.has_se else nn.Identity()
+        self.project = ConvNormAct(mid, s.out_channels, 1, activation=None, **norm)
+        self.drop_path = StochasticDepth(s.drop_path_rate) if s.residual else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.project(self.se(self.depthwise(self.expand(x))))
-        if self.has_residual:
+        if self.spec.residual:
             out = self.drop_path(out) + x
         return out
 
@@ -66,28 +66,40 @@ class FusedMBConv(nn.Module):
     With expansion ratio 1 the block is a single kxk conv -> BN -> act to the output width.
     """
 
-    def __init__(self, in_ch: int, out_ch: int, *, expand_ratio: float, kernel: int = 3, stride: int = 1,
-                 se_ratio: float = 0.0, activation: str = "silu", drop_path_rate: float = 0.0,
-                 bn_eps: float = 1e-5, bn_momentum: float = 0.1, padding: str = "symmetric") -> None:
+    def __init__(self, spec: BlockSpec, *, bn_momentum: float = 0.1) -> None:
         super().__init__()
-        _check_expand_ratio(expand_ratio)
-        norm = {"bn_eps": bn_eps, "bn_momentum": bn_momentum}
-        self.has_residual = stride == 1 and in_ch == out_ch
-        fused = expand_ratio == 1
-        mid_ch = out_ch if fused else round(in_ch * expand_ratio)
-        self.expand = ConvNormAct(in_ch, mid_ch, kernel, stride, activation=activation, padding=padding, **norm)
-        self.se = (SqueezeExcitation(mid_ch, se_squeeze_channels(in_ch, se_ratio), activation)
-                   if se_ratio > 0 else nn.Identity())
-        self.project = nn.Identity() if fused else ConvNormAct(mid_ch, out_ch, 1, activation=None, **norm)
-        self.drop_path = StochasticDepth(drop_path_rate) if self.has_residual else nn.Identity()
+        _check_type(spec, BlockType.FUSED_MBCONV)
+        self.spec = spec
+        s, norm = spec, {"bn_eps": spec.bn_eps, "bn_momentum": bn_momentum}
+        mid = s.mid_channels
+        self.expand = ConvNormAct(s.in_channels, mid, s.kernel, s.stride, activation=s.activation,
+                                  padding=s.padding, **norm)
+        self.se = SqueezeExcitation(mid, s.se_channels, s.activation) if s.has_se else nn.Identity()
+        self.project = (ConvNormAct(mid, s.out_channels, 1, activation=None, **norm)
+                        if s.has_project else nn.Identity())
+        self.drop_path = StochasticDepth(s.drop_path_rate) if s.residual else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.project(self.se(self.expand(x)))
-        if self.has_residual:
+        if self.spec.residual:
             out = self.drop_path(out) + x
         return out
 
 
-def _check_expand_ratio(expand_ratio: float) -> None:
-    if not expand_ratio >= 1:
-        raise ValueError(f"expand_ratio must be >= 1, got {expand_ratio}")
+BLOCKS: dict[BlockType, type[nn.Module]] = {
+    BlockType.DEPTHWISE_SEPARABLE: DepthwiseSeparable,
+    BlockType.MBCONV: MBConv,
+    BlockType.FUSED_MBCONV: FusedMBConv,
+}
+
+
+def build_block(spec: BlockSpec, *, bn_momentum: float = 0.1) -> nn.Module:
+    """The module for one :class:`BlockSpec`."""
+    return BLOCKS[spec.block](spec, bn_momentum=bn_momentum)
+
+
+def _check_type(spec: BlockSpec, expected: BlockType) -> None:
+    if not isinstance(spec, BlockSpec) or spec.block is not expected:
+        got = spec.block.value if isinstance(spec, BlockSpec) else type(spec).__name__
+        raise TypeError(f"expected a BlockSpec of type {expected.value}, got {got} "
+                        "(build one with effnet.plan.block_spec)")

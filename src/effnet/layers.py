@@ -8,13 +8,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from effnet.config import ACTIVATION_NAMES, PADDINGS
+
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": lambda: nn.ReLU(inplace=True),
     "relu6": lambda: nn.ReLU6(inplace=True),
     "silu": lambda: nn.SiLU(inplace=True),  # a.k.a. swish
     "hardswish": lambda: nn.Hardswish(inplace=True),
 }
-PADDINGS = ("symmetric", "same")
+assert tuple(ACTIVATIONS) == ACTIVATION_NAMES
 
 
 def make_activation(name: str) -> nn.Module:
@@ -118,11 +120,6 @@ class SqueezeExcitation(nn.Module):
         return x * torch.sigmoid(scale)
 
 
-def se_squeeze_channels(block_in_channels: int, se_ratio: float) -> int:
-    """SE bottleneck width: ``se_ratio`` of the block's *input* channels (not its expanded width)."""
-    return max(1, int(block_in_channels * se_ratio))
-
-
 def stochastic_depth(x: torch.Tensor, drop_rate: float, training: bool) -> torch.Tensor:
     """Drop whole residual branches per sample ("row" mode) with probability ``drop_rate``.
 
@@ -150,14 +147,3 @@ class StochasticDepth(nn.Module):
 
     def extra_repr(self) -> str:
         return f"drop_rate={self.drop_rate}"
-
-
-def drop_path_schedule(drop_path_rate: float, num_blocks: int) -> list[float]:
-    """Per-block stochastic-depth drop rates, linear in the block index: ``rate * i / num_blocks``.
-
-    The single place this rule lives.  It is the schedule of the official EfficientNet code,
-    torchvision and timm: 0 for the first block, rising towards ``drop_path_rate`` at the last.
-    """
-    if not 0.0 <= drop_path_rate < 1.0:
-        raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate}")
-    return [drop_path_rate * i / num_blocks for i in range(num_blocks)]

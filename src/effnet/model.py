@@ -2,57 +2,15 @@
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
-
 import torch
 from torch import nn
 
-from effnet.blocks import DepthwiseSeparable, FusedMBConv, MBConv
-from effnet.layers import ACTIVATIONS, PADDINGS, ConvNormAct, drop_path_schedule
-from effnet.tables import BlockType, NetSpec
+from effnet.blocks import build_block
+from effnet.config import ModelConfig
+from effnet.layers import ConvNormAct
+from effnet.plan import expand
 
-BLOCKS = {
-    BlockType.DEPTHWISE_SEPARABLE: DepthwiseSeparable,
-    BlockType.MBCONV: MBConv,
-    BlockType.FUSED_MBCONV: FusedMBConv,
-}
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """Everything needed to rebuild a model; JSON-serialisable through :meth:`to_dict`."""
-
-    spec: NetSpec  # the (already scaled) architecture table
-    num_classes: int = 1000  # classifier outputs; 0 gives a feature extractor with no classifier
-    in_chans: int = 3  # channels of the input image
-    activation: str = "silu"  # one of effnet.layers.ACTIVATIONS, used in every block and in SE
-    drop_rate: float = 0.2  # dropout before the classifier
-    drop_path_rate: float = 0.0  # stochastic depth of the last block; earlier blocks get a linear share
-    bn_eps: float = 1e-5  # BatchNorm epsilon: 1e-3 for TensorFlow-trained weights
-    bn_momentum: float = 0.1  # PyTorch convention: TF's decay 0.99 is momentum 0.01 here
-    padding: str = "symmetric"  # "same" reproduces TensorFlow's asymmetric padding at stride 2
-    resolution: int = 224  # default (evaluation) input size; other sizes work too
-    name: str | None = field(default=None, compare=False)  # zoo name, when built from the zoo
-
-    def __post_init__(self) -> None:
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {self.activation!r}; allowed: {', '.join(ACTIVATIONS)}")
-        if self.padding not in PADDINGS:
-            raise ValueError(f"padding must be one of {PADDINGS}, got {self.padding!r}")
-        if self.num_classes < 0 or self.in_chans < 1:
-            raise ValueError(f"need num_classes >= 0 and in_chans >= 1, got {self.num_classes}, {self.in_chans}")
-        if not 0.0 <= self.drop_rate < 1.0:
-            raise ValueError(f"drop_rate must be in [0, 1), got {self.drop_rate}")
-        if not 0.0 <= self.drop_path_rate < 1.0:
-            raise ValueError(f"drop_path_rate must be in [0, 1), got {self.drop_path_rate}")
-
-    def to_dict(self) -> dict:
-        return {**dataclasses.asdict(self), "spec": self.spec.to_dict()}
-
-    @staticmethod
-    def from_dict(d: dict) -> ModelConfig:
-        return ModelConfig(**{**d, "spec": NetSpec.from_dict(d["spec"])})
+__all__ = ["EfficientConvNet", "ModelConfig"]
 
 
 class EfficientConvNet(nn.Module):
@@ -61,38 +19,27 @@ class EfficientConvNet(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        spec, c = config.spec, config
-        norm = {"bn_eps": c.bn_eps, "bn_momentum": c.bn_momentum}
-        self.stem = ConvNormAct(c.in_chans, spec.stem_channels, spec.stem_kernel, spec.stem_stride,
-                                activation=c.activation, padding=c.padding, **norm)
-
-        rates = iter(drop_path_schedule(c.drop_path_rate, sum(s.repeats for s in spec.stages)))
-        stages, in_ch = [], spec.stem_channels
-        stride = spec.stem_stride
-        self.feature_info: list[dict] = []  # per stage: output stride and channels
-        for i, stage in enumerate(spec.stages):
-            blocks = []
-            for j in range(stage.repeats):
-                block_kwargs = dict(kernel=stage.kernel, stride=stage.stride if j == 0 else 1,
-                                    activation=c.activation, padding=c.padding, **norm)
-                rate = next(rates)
-                if stage.block is not BlockType.DEPTHWISE_SEPARABLE:
-                    block_kwargs.update(expand_ratio=stage.expand_ratio, se_ratio=stage.se_ratio,
-                                        drop_path_rate=rate)
-                blocks.append(BLOCKS[stage.block](in_ch, stage.out_channels, **block_kwargs))
-                in_ch = stage.out_channels
-            stages.append(nn.Sequential(*blocks))
-            stride *= stage.stride
-            self.feature_info.append({"stage": i, "stride": stride, "channels": in_ch})
-        self.stages = nn.Sequential(*stages)
-
-        self.head = (nn.Identity() if spec.head_channels is None
-                     else ConvNormAct(in_ch, spec.head_channels, 1, activation=c.activation, **norm))
-        self.num_features = spec.head_channels or in_ch
+        self.plan = plan = expand(config)  # every block's widths, stride, SE, shortcut and drop rate
+        norm = {"bn_eps": config.bn_eps, "bn_momentum": config.bn_momentum}
+        st = plan.stem
+        self.stem = ConvNormAct(st.in_channels, st.out_channels, st.kernel, st.stride, activation=st.activation,
+                                padding=st.padding, **norm)
+        self.stages = nn.Sequential(*(
+            nn.Sequential(*(build_block(b, bn_momentum=config.bn_momentum) for b in plan.stage_blocks(s)))
+            for s in range(plan.num_stages)))
+        hd = plan.head
+        self.head = (nn.Identity() if hd.conv_channels is None
+                     else ConvNormAct(hd.in_channels, hd.conv_channels, 1, activation=hd.activation, **norm))
+        self.num_features = hd.num_features
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.dropout = nn.Dropout(c.drop_rate)
-        self.classifier = nn.Linear(self.num_features, c.num_classes) if c.num_classes else nn.Identity()
+        self.dropout = nn.Dropout(hd.drop_rate)
+        self.classifier = nn.Linear(hd.num_features, hd.num_classes) if hd.num_classes else nn.Identity()
         self._init_weights()
+
+    @property
+    def feature_info(self) -> list[dict]:
+        """Per stage: output stride and channels (from the plan)."""
+        return self.plan.feature_info()
 
     def _init_weights(self) -> None:
         # The official TF initialisers, as torchvision and timm use them.

@@ -11,7 +11,8 @@ import difflib
 from dataclasses import dataclass, replace
 
 from effnet import tables
-from effnet.model import EfficientConvNet, ModelConfig
+from effnet.config import ModelConfig
+from effnet.model import EfficientConvNet
 from effnet.scaling import (
     EFFICIENTNET_COEFFICIENTS,
     EFFICIENTNET_LITE_COEFFICIENTS,
