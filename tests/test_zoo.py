@@ -120,7 +120,7 @@ def test_unknown_model_name_suggests_close_matches():
         effnet.create_model("resnet50")
     with pytest.raises(TypeError, match="model name must be a string"):
         effnet.create_model(3)
-    with pytest.raises(TypeError, match="unknown override.*width_mult.*allowed: width"):
+    with pytest.raises(TypeError, match="unknown argument.*width_mult.*allowed:.*width"):
         effnet.create_model("efficientnet_b0", width_mult=2)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from effnet.tables import NetSpec
@@ -29,9 +30,13 @@ def scale_width(channels: int, multiplier: float, *, divisor: int = 8, round_lim
 
 
 def scale_depth(repeats: int, multiplier: float) -> int:
-    """Blocks in a stage after a depth multiplier: ``ceil(repeats * d)``."""
+    """Blocks in a stage after a depth multiplier: ``ceil(repeats * d)``.
+
+    A product within 1e-9 of an integer counts as that integer, so float noise in a product of
+    multipliers (``d * (1 / d)``, ``3 * (4 / 3)``) never adds a block; no released table is affected.
+    """
     _check_multiplier("depth", multiplier)
-    return math.ceil(repeats * multiplier)
+    return math.ceil(repeats * multiplier - 1e-9)
 
 
 def scale_spec(
@@ -40,39 +45,77 @@ def scale_spec(
     depth: float = 1.0,
     *,
     round_limit: float = 0.9,
-    stem_width: float | None = None,
-    head_width: float | None = None,
-    fix_first_last_depth: bool = False,
+    stage_width: Sequence[float] | None = None,
+    stage_depth: Sequence[float] | None = None,
+    stem_width: float = 1.0,
+    head_width: float = 1.0,
 ) -> NetSpec:
-    """Scale a whole table by width and depth multipliers.
+    """Scale a whole table by width and depth multipliers, uniformly or per stage.
 
-    ``stem_width``/``head_width`` override the multiplier of the stem and head convs (EfficientNet-Lite
-    keeps both at 1.0; MobileNetV2 widens its head only for width > 1).  ``fix_first_last_depth``
-    keeps the repeats of the first and last stage (EfficientNet-Lite).
+    ``stage_width``/``stage_depth`` hold one multiplier per stage, multiplied with the global
+    ``width``/``depth`` (EfficientNetV2's non-uniform scaling: more layers in the later stages).
+    ``stem_width``/``head_width`` likewise multiply the global width for the stem and the head conv.
+    A family's fixed parts are multipliers of this form (:class:`ScalingRule`).
     """
     _check_multiplier("width", width)
     _check_multiplier("depth", depth)
+    n = len(spec.stages)
+    stage_width = per_stage_multipliers("stage_width", stage_width, n)
+    stage_depth = per_stage_multipliers("stage_depth", stage_depth, n)
+    for what, value in (("stem_width", stem_width), ("head_width", head_width)):
+        _check_multiplier(what, value)
 
     def channels(c: int, w: float) -> int:
         return scale_width(c, w, round_limit=round_limit)
 
-    last = len(spec.stages) - 1
     stages = tuple(
-        replace(
-            stage,
-            out_channels=channels(stage.out_channels, width),
-            repeats=stage.repeats if fix_first_last_depth and i in (0, last) else scale_depth(stage.repeats, depth),
-        )
-        for i, stage in enumerate(spec.stages)
+        replace(stage, out_channels=channels(stage.out_channels, width * sw),
+                repeats=scale_depth(stage.repeats, depth * sd))
+        for stage, sw, sd in zip(spec.stages, stage_width, stage_depth)
     )
-    stem_w = width if stem_width is None else stem_width
-    head_w = width if head_width is None else head_width
     return replace(
         spec,
-        stem_channels=channels(spec.stem_channels, stem_w),
+        stem_channels=channels(spec.stem_channels, width * stem_width),
         stages=stages,
-        head_channels=None if spec.head_channels is None else channels(spec.head_channels, head_w),
+        head_channels=None if spec.head_channels is None else channels(spec.head_channels, width * head_width),
     )
+
+
+def per_stage_multipliers(what: str, values: Sequence[float] | None, n: int) -> tuple[float, ...]:
+    if values is None:
+        return (1.0,) * n
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+        raise TypeError(f"{what} must be a sequence of {n} multipliers (one per stage), got {values!r}")
+    if len(values) != n:
+        raise ValueError(f"{what} needs one multiplier per stage: {n} values, got {len(values)}")
+    for v in values:
+        _check_multiplier(what, v)
+    return tuple(float(v) for v in values)
+
+
+@dataclass(frozen=True)
+class ScalingRule:
+    """Which parts of a family's table follow the global width and depth: exponents of them.
+
+    Exponent 1 follows the global multiplier, 0 keeps the table's value.  :meth:`multipliers` turns
+    the rule into the per-part multipliers :func:`scale_spec` takes, for one (width, depth).
+    """
+
+    stage_depth: tuple[float, ...] | None = None  # one exponent per stage (None: every stage follows)
+    stem_width: float = 1.0  # exponent of the stem conv's width
+    head_width: float = 1.0  # exponent of the head conv's width
+    head_min_width: float = 0.0  # the head conv never gets a width multiplier below this
+
+    def multipliers(self, width: float, depth: float, num_stages: int) -> dict:
+        """``scale_spec`` keyword arguments (relative to the global width/depth) for this rule."""
+        _check_multiplier("width", width)
+        _check_multiplier("depth", depth)
+        exponents = self.stage_depth or (1.0,) * num_stages
+        if len(exponents) != num_stages:
+            raise ValueError(f"rule has {len(exponents)} stage exponents for a table of {num_stages} stages")
+        head = max(self.head_min_width, width**self.head_width)
+        return {"stage_depth": tuple(depth ** (e - 1) for e in exponents),
+                "stem_width": width ** (self.stem_width - 1), "head_width": head / width}
 
 
 def scale_resolution(resolution: int, multiplier: float, *, divisor: int = 1) -> int:

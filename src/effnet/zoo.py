@@ -8,7 +8,9 @@ generated from the coefficient tables, not written out as a builder function of 
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, replace
+import inspect
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 
 from effnet import tables
 from effnet.config import ModelConfig
@@ -18,7 +20,9 @@ from effnet.scaling import (
     EFFICIENTNET_LITE_COEFFICIENTS,
     EFFICIENTNET_V2_B_COEFFICIENTS,
     Coefficients,
+    ScalingRule,
     compound_coefficients,
+    per_stage_multipliers,
     scale_spec,
 )
 from effnet.tables import NetSpec
@@ -31,18 +35,20 @@ class Family:
     base: NetSpec
     activation: str
     round_limit: float = 0.9  # the 10% round-up rule of make_divisible; 0 switches it off
-    fixed_stem_head: bool = False  # EfficientNet-Lite: stem and head keep their width
-    fixed_first_last_depth: bool = False  # EfficientNet-Lite: first and last stage keep their depth
-    head_grows_only: bool = False  # MobileNetV2: the 1280 head widens for width > 1, never narrows
+    rule: ScalingRule = field(default_factory=ScalingRule)  # which parts follow the global width and depth
 
+
+# EfficientNet-Lite (official lite builder): stem and head keep their width, the first and last
+# stage their depth.  MobileNetV2 (paper Sec. 4): the 1280 head widens for width > 1, never narrows.
+_LITE = ScalingRule(stage_depth=(0, 1, 1, 1, 1, 1, 0), stem_width=0, head_width=0)
+_MOBILENET_V2 = ScalingRule(head_min_width=1.0)
 
 FAMILIES: dict[str, Family] = {
     # ReLU6 as in the released TF-slim/Keras models; the paper writes ReLU (override activation="relu").
     "mobilenet_v1": Family(tables.MOBILENET_V1, "relu6"),
-    "mobilenet_v2": Family(tables.MOBILENET_V2, "relu6", head_grows_only=True),
+    "mobilenet_v2": Family(tables.MOBILENET_V2, "relu6", rule=_MOBILENET_V2),
     "efficientnet": Family(tables.EFFICIENTNET_B0, "silu"),
-    "efficientnet_lite": Family(tables.EFFICIENTNET_LITE0, "relu6", fixed_stem_head=True,
-                                fixed_first_last_depth=True),
+    "efficientnet_lite": Family(tables.EFFICIENTNET_LITE0, "relu6", rule=_LITE),
     # Official V2 round_filters has no 10% round-up rule.
     **{f"efficientnet_v2_{k}": Family(spec, "silu", round_limit=0.0) for k, spec in tables.EFFICIENTNET_V2.items()},
 }
@@ -56,33 +62,36 @@ class Recipe:
     width: float
     depth: float
     resolution: int
-    drop_rate: float
-    drop_path_rate: float
+    drop_rate: float  # dropout before the classifier
+    drop_path_rate: float  # stochastic depth of the last block
     bn_eps: float = 1e-5
     bn_momentum: float = 0.1
 
-    def spec(self) -> NetSpec:
-        """The scaled architecture table."""
+    def spec(self, stage_width: Sequence[float] | None = None,
+             stage_depth: Sequence[float] | None = None) -> NetSpec:
+        """The scaled architecture table; per-stage multipliers act on top of the family's rule."""
         f = FAMILIES[self.family]
-        return scale_spec(
-            f.base,
-            self.width,
-            self.depth,
-            round_limit=f.round_limit,
-            stem_width=1.0 if f.fixed_stem_head else None,
-            head_width=1.0 if f.fixed_stem_head else (max(1.0, self.width) if f.head_grows_only else None),
-            fix_first_last_depth=f.fixed_first_last_depth,
-        )
+        n = len(f.base.stages)
+        rule = f.rule.multipliers(self.width, self.depth, n)
+        if stage_depth is not None:
+            user = per_stage_multipliers("stage_depth", stage_depth, n)
+            rule["stage_depth"] = tuple(r * u for r, u in zip(rule["stage_depth"], user))
+        return scale_spec(f.base, self.width, self.depth, round_limit=f.round_limit, stage_width=stage_width,
+                          **rule)
 
 
 def _from_coefficients(family: str, c: Coefficients, drop_path_rate: float, bn_eps: float) -> Recipe:
-    return Recipe(family, c.width, c.depth, c.resolution, c.dropout, drop_path_rate, bn_eps)
+    return Recipe(family, width=c.width, depth=c.depth, resolution=c.resolution, drop_rate=c.dropout,
+                  drop_path_rate=drop_path_rate, bn_eps=bn_eps)
 
 
 MODELS: dict[str, Recipe] = {
-    **{f"mobilenet_v1_{round(w * 100):03d}": Recipe("mobilenet_v1", w, 1.0, 224, 1e-3, 0.0)
+    # Keras/TF-slim MobileNetV1 keep 99.9% of the pooled features: dropout 1e-3.
+    **{f"mobilenet_v1_{round(w * 100):03d}": Recipe("mobilenet_v1", width=w, depth=1.0, resolution=224,
+                                                     drop_rate=1e-3, drop_path_rate=0.0)
        for w in (0.25, 0.5, 0.75, 1.0)},
-    **{f"mobilenet_v2_{round(w * 100):03d}": Recipe("mobilenet_v2", w, 1.0, 224, 0.2, 0.0)
+    **{f"mobilenet_v2_{round(w * 100):03d}": Recipe("mobilenet_v2", width=w, depth=1.0, resolution=224,
+                                                     drop_rate=0.2, drop_path_rate=0.0)
        for w in (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)},
     # BN eps: torchvision's PyTorch-trained B0-B4 use PyTorch's 1e-5; B5 and up were trained in TF (1e-3).
     **{f"efficientnet_{k}": _from_coefficients("efficientnet", c, 0.2, 1e-5 if k in ("b0", "b1", "b2", "b3", "b4") else 1e-3)
@@ -92,12 +101,13 @@ MODELS: dict[str, Recipe] = {
     **{f"efficientnet_v2_{k}": _from_coefficients("efficientnet_v2_b0", c, 0.2, 1e-3)
        for k, c in EFFICIENTNET_V2_B_COEFFICIENTS.items()},
     # EfficientNetV2 S-XL: evaluation resolution and dropout from the official configs (paper Table 7).
-    **{f"efficientnet_v2_{k}": Recipe(f"efficientnet_v2_{k}", 1.0, 1.0, res, drop, 0.2, 1e-3)
+    **{f"efficientnet_v2_{k}": Recipe(f"efficientnet_v2_{k}", width=1.0, depth=1.0, resolution=res, drop_rate=drop,
+                                      drop_path_rate=0.2, bn_eps=1e-3)
        for k, res, drop in (("s", 384, 0.2), ("m", 480, 0.3), ("l", 480, 0.4), ("xl", 512, 0.4))},
 }
 
-# Keyword overrides create_model accepts beyond its named arguments.
-OVERRIDES = ("width", "depth", "resolution", "phi", "activation", "bn_eps", "bn_momentum")
+# The base of each compound-scaled family: phi scales these, never an already scaled member.
+COMPOUND_BASES = ("efficientnet_b0", "efficientnet_lite0")
 
 
 def list_models(pattern: str = "*") -> list[str]:
@@ -126,28 +136,47 @@ def model_config(
     drop_rate: float | None = None,
     drop_path_rate: float | None = None,
     padding: str = "symmetric",
-    **overrides,
+    width: float | None = None,
+    depth: float | None = None,
+    resolution: int | None = None,
+    phi: float | None = None,
+    stage_width: Sequence[float] | None = None,
+    stage_depth: Sequence[float] | None = None,
+    activation: str | None = None,
+    bn_eps: float | None = None,
+    bn_momentum: float | None = None,
 ) -> ModelConfig:
-    """The :class:`ModelConfig` that :func:`create_model` builds, without building it."""
+    """The :class:`ModelConfig` of a zoo model, e.g. ``model_config("efficientnet_b1")``.
+
+    ``drop_rate``/``drop_path_rate`` default to the recipe's; ``padding="same"`` gives TensorFlow's
+    SAME padding for TF-trained weights.  ``width``/``depth`` replace the recipe's global
+    multipliers; ``stage_width``/``stage_depth`` (one value per stage) multiply them per stage;
+    ``resolution`` the default input size.  ``phi`` is compound scaling of a base network
+    (``efficientnet_b0``, ``efficientnet_lite0``): the released B1-B7 have coefficients of their own,
+    so ``phi`` on them is an error.  ``activation``, ``bn_eps``, ``bn_momentum`` override the recipe.
+    """
     recipe = get_recipe(name)
-    unknown = sorted(set(overrides) - set(OVERRIDES))
-    if unknown:
-        raise TypeError(f"unknown override(s) {', '.join(unknown)} for {name!r}; allowed: {', '.join(OVERRIDES)}")
     family = FAMILIES[recipe.family]
-    if "phi" in overrides:
+    if phi is not None:
         if recipe.family not in ("efficientnet", "efficientnet_lite"):
             raise ValueError(f"phi (compound scaling) applies to EfficientNet and EfficientNet-Lite, not {name!r}")
-        c = compound_coefficients(overrides.pop("phi"))
+        if name not in COMPOUND_BASES:
+            raise ValueError(f"phi scales a base network ({' or '.join(COMPOUND_BASES)}); {name!r} already has its "
+                             f"own width {recipe.width}, depth {recipe.depth}, {recipe.resolution} px, which phi "
+                             f"would replace: use {COMPOUND_BASES[recipe.family == 'efficientnet_lite']} with phi")
+        if width is not None or depth is not None:
+            raise ValueError("phi sets width and depth; pass either phi or width/depth, not both")
+        c = compound_coefficients(phi)
         recipe = replace(recipe, width=c.width, depth=c.depth, resolution=c.resolution)
-    recipe = replace(recipe, **{k: overrides.pop(k) for k in ("width", "depth", "resolution", "bn_eps",
-                                                              "bn_momentum") if k in overrides})
-    if not (isinstance(recipe.resolution, int) and recipe.resolution >= 1):
+    given = {"width": width, "depth": depth, "resolution": resolution, "bn_eps": bn_eps, "bn_momentum": bn_momentum}
+    recipe = replace(recipe, **{k: v for k, v in given.items() if v is not None})
+    if isinstance(recipe.resolution, bool) or not (isinstance(recipe.resolution, int) and recipe.resolution >= 1):
         raise ValueError(f"resolution must be a positive integer, got {recipe.resolution!r}")
     return ModelConfig(
-        spec=recipe.spec(),
+        spec=recipe.spec(stage_width, stage_depth),
         num_classes=num_classes,
         in_chans=in_chans,
-        activation=overrides.pop("activation", family.activation),
+        activation=family.activation if activation is None else activation,
         drop_rate=recipe.drop_rate if drop_rate is None else drop_rate,
         drop_path_rate=recipe.drop_path_rate if drop_path_rate is None else drop_path_rate,
         bn_eps=recipe.bn_eps,
@@ -158,26 +187,29 @@ def model_config(
     )
 
 
-def create_model(
-    name: str,
-    *,
-    num_classes: int = 1000,
-    in_chans: int = 3,
-    drop_rate: float | None = None,
-    drop_path_rate: float | None = None,
-    padding: str = "symmetric",
-    **overrides,
-) -> EfficientConvNet:
-    """Build a zoo model by name, e.g. ``create_model("efficientnet_b1")``.
+def create_model(name: str, **kwargs) -> EfficientConvNet:
+    """Build a zoo model by name, e.g. ``create_model("efficientnet_b1")``: ``EfficientConvNet(model_config(...))``.
 
-    ``drop_rate``/``drop_path_rate`` default to the recipe's; ``padding="same"`` gives TensorFlow's
-    SAME padding for TF-trained weights.  Overrides: ``width``, ``depth`` (multipliers on the
-    recipe's table), ``resolution``, ``phi`` (compound scaling, EfficientNet and Lite),
-    ``activation``, ``bn_eps``, ``bn_momentum``.  (``effnet.create_model`` adds ``weights=``.)
+    Takes exactly :func:`model_config`'s arguments.  (``effnet.create_model`` adds ``weights=``.)
     """
-    config = model_config(name, num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate,
-                          drop_path_rate=drop_path_rate, padding=padding, **overrides)
-    return EfficientConvNet(config)
+    allowed = list(inspect.signature(model_config).parameters)[1:]
+    unknown = sorted(set(kwargs) - set(allowed))
+    if unknown:
+        raise TypeError(f"unknown argument(s) {', '.join(unknown)} for {name!r}; allowed: {', '.join(allowed)}")
+    return EfficientConvNet(model_config(name, **kwargs))
+
+
+create_model.__signature__ = inspect.signature(model_config).replace(  # type: ignore[attr-defined]
+    return_annotation=EfficientConvNet)
+
+
+def efficientnet_name(phi: float, alpha: float = 1.2, beta: float = 1.1, gamma: float = 1.15,
+                      lite: bool = False) -> str:
+    """The config name of a formula-scaled EfficientNet: ``efficientnet_phi1.5`` (coefficients if not the paper's)."""
+    name = f"efficientnet_{'lite_' if lite else ''}phi{phi:g}"
+    if (alpha, beta, gamma) != (1.2, 1.1, 1.15):
+        name += f"_a{alpha:g}_b{beta:g}_g{gamma:g}"
+    return name
 
 
 def efficientnet(
@@ -193,8 +225,10 @@ def efficientnet(
     resolution gamma**phi times B0's (any real ``phi``; custom alpha, beta, gamma).
 
     This is the paper's *formula*; the released B1-B7 are a lookup table instead
-    (``create_model("efficientnet_b1")``).  ``kwargs`` go to :func:`create_model`.
+    (``create_model("efficientnet_b1")``).  ``kwargs`` go to :func:`model_config`.  The config is
+    named ``efficientnet_phi<phi>`` and carries the whole table, so a saved model rebuilds.
     """
     c = compound_coefficients(phi, alpha=alpha, beta=beta, gamma=gamma)
-    base = "efficientnet_lite0" if lite else "efficientnet_b0"
-    return create_model(base, width=c.width, depth=c.depth, resolution=c.resolution, **kwargs)
+    base = COMPOUND_BASES[1] if lite else COMPOUND_BASES[0]
+    config = model_config(base, width=c.width, depth=c.depth, resolution=c.resolution, **kwargs)
+    return EfficientConvNet(replace(config, name=efficientnet_name(phi, alpha, beta, gamma, lite)))
