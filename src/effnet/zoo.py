@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from effnet import tables
 from effnet.config import ModelConfig
@@ -106,6 +109,8 @@ MODELS: dict[str, Recipe] = {
        for k, res, drop in (("s", 384, 0.2), ("m", 480, 0.3), ("l", 480, 0.4), ("xl", 512, 0.4))},
 }
 
+SPEC_FORMAT = "effnet-spec"  # a searched architecture saved as JSON (effnet search blocks)
+
 # The base of each compound-scaled family: phi scales these, never an already scaled member.
 COMPOUND_BASES = ("efficientnet_b0", "efficientnet_lite0")
 
@@ -129,7 +134,7 @@ def get_recipe(name: str) -> Recipe:
 
 
 def model_config(
-    name: str,
+    name: str | None = None,
     *,
     num_classes: int = 1000,
     in_chans: int = 3,
@@ -145,6 +150,7 @@ def model_config(
     activation: str | None = None,
     bn_eps: float | None = None,
     bn_momentum: float | None = None,
+    spec: NetSpec | dict | str | os.PathLike | None = None,
 ) -> ModelConfig:
     """The :class:`ModelConfig` of a zoo model, e.g. ``model_config("efficientnet_b1")``.
 
@@ -154,7 +160,18 @@ def model_config(
     ``resolution`` the default input size.  ``phi`` is compound scaling of a base network
     (``efficientnet_b0``, ``efficientnet_lite0``): the released B1-B7 have coefficients of their own,
     so ``phi`` on them is an error.  ``activation``, ``bn_eps``, ``bn_momentum`` override the recipe.
+    ``spec``: a whole architecture table (a :class:`NetSpec`, its dict, or a spec JSON file as
+    ``effnet search blocks`` saves it) that replaces the recipe's scaled table; ``name`` may then
+    be left out when the file names its base model.
     """
+    table = None
+    if spec is not None:
+        table, name = load_spec(spec, name)
+        if any(v is not None for v in (width, depth, phi, stage_width, stage_depth)):
+            raise ValueError("spec is a whole (already scaled) table: pass it without width, depth, phi or "
+                             "stage multipliers")
+    if name is None:
+        raise TypeError("model_config needs a model name (or a spec file that names its base model)")
     recipe = get_recipe(name)
     family = FAMILIES[recipe.family]
     if phi is not None:
@@ -173,7 +190,7 @@ def model_config(
     if isinstance(recipe.resolution, bool) or not (isinstance(recipe.resolution, int) and recipe.resolution >= 1):
         raise ValueError(f"resolution must be a positive integer, got {recipe.resolution!r}")
     return ModelConfig(
-        spec=recipe.spec(stage_width, stage_depth),
+        spec=table if table is not None else recipe.spec(stage_width, stage_depth),
         num_classes=num_classes,
         in_chans=in_chans,
         activation=family.activation if activation is None else activation,
@@ -187,7 +204,31 @@ def model_config(
     )
 
 
-def create_model(name: str, **kwargs) -> EfficientConvNet:
+def load_spec(spec: NetSpec | dict | str | os.PathLike, name: str | None = None) -> tuple[NetSpec, str | None]:
+    """A table from a :class:`NetSpec`, its dict, or a spec JSON file; and the base model name it carries.
+
+    A spec file is ``{"format": "effnet-spec", "base": <zoo name>, "resolution": <px>, "spec": <NetSpec dict>}``;
+    an explicit ``name`` wins over the file's ``base``.
+    """
+    if isinstance(spec, NetSpec):
+        return spec, name
+    if isinstance(spec, (str, os.PathLike)):
+        try:
+            doc = json.loads(Path(spec).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"cannot read spec file {spec}: {e}") from None
+        if not isinstance(doc, dict) or doc.get("format") != SPEC_FORMAT or "spec" not in doc:
+            raise ValueError(f"{spec} is not an effnet spec file (expected format {SPEC_FORMAT!r} with a 'spec' table)")
+        return load_spec(doc["spec"], name or doc.get("base"))[0], name or doc.get("base")
+    if isinstance(spec, dict):
+        try:
+            return NetSpec.from_dict(spec), name
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"malformed spec table ({type(e).__name__}: {e})") from None
+    raise TypeError(f"spec must be a NetSpec, a dict or a spec file path, got {type(spec).__name__}")
+
+
+def create_model(name: str | None = None, **kwargs) -> EfficientConvNet:
     """Build a zoo model by name, e.g. ``create_model("efficientnet_b1")``: ``EfficientConvNet(model_config(...))``.
 
     Takes exactly :func:`model_config`'s arguments.  (``effnet.create_model`` adds ``weights=``.)

@@ -43,6 +43,7 @@ class TrainConfig:
     depth: float | None = None  # create_model depth multiplier override (None: the recipe's)
     phi: float | None = None  # compound scaling coefficient for EfficientNet/Lite (None: the recipe's)
     drop_path_rate: float | None = None  # stochastic depth of the last block (None: the recipe's)
+    spec: str | None = None  # architecture spec JSON (effnet search blocks); its base model replaces --model
     zero_head: bool = True  # start the classifier at zero: the TF init gives ~10x too large logits for 10 classes
 
     # --- data

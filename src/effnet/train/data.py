@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from torchvision.transforms import v2
 
 from effnet.train.config import TrainConfig, TrainError
+from effnet.train.photos import PhotoTask, make_split
 from effnet.train.progressive import ProgressiveStage
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
@@ -208,10 +209,20 @@ def folder_dataset(config: TrainConfig) -> DataSet:
     return DataSet(root.name, train, val, classes, None, skipped=skipped)
 
 
+def photos_dataset(config: TrainConfig) -> DataSet:
+    """The photo-crops proxy (effnet.train.photos): seeded by ``split_seed``, rendered at 64 px."""
+    (train_x, train_y), (val_x, val_y), names = make_split(PhotoTask(), config.split_seed)
+    # The crops are already random in position, scale and rotation: no further crop, no flips.
+    return DataSet("photos", TensorImages(train_x, train_y), TensorImages(val_x, val_y), names, 32,
+                   mean=(0.5,) * 3, std=(0.25,) * 3, hflip=0.0, scale_min=1.0, crop_pct=1.0, in_memory=True)
+
+
 def load_dataset(config: TrainConfig) -> DataSet:
-    """The data set the config names: digits (default), cifar10/cifar100, or an image folder."""
+    """The data set the config names: digits (default), photos, cifar10/cifar100, or an image folder."""
     if config.data in (None, "", "digits"):
         return digits_dataset(config)
+    if config.data == "photos":
+        return photos_dataset(config)
     if config.data in ("cifar10", "cifar100"):
         return cifar_dataset(config, int(config.data[5:]))
     return folder_dataset(config)

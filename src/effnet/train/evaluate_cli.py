@@ -19,7 +19,7 @@ from effnet.train.distributed import resolve_device
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", required=True, help="a .safetensors checkpoint written by effnet train")
-    parser.add_argument("--data", default=None, help="digits, cifar10, cifar100 or an image folder "
+    parser.add_argument("--data", default=None, help="digits, photos, cifar10, cifar100 or an image folder "
                         "(default: the data the checkpoint was trained on); its validation split is used")
     parser.add_argument("--batch-size", type=int, default=128, help="images per forward pass")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")

@@ -69,7 +69,7 @@ def _say(d: distributed.Dist, text: str) -> None:
 
 def _data_source(data: str | None) -> str | None:
     """How evaluate finds the data again: a name, or the folder as an absolute path."""
-    if data in (None, "", "digits", "cifar10", "cifar100"):
+    if data in (None, "", "digits", "photos", "cifar10", "cifar100"):
         return data
     return str(Path(data).expanduser().resolve())
 
@@ -82,9 +82,10 @@ def _new_run_dir() -> Path:
 
 
 def _build_model(config: TrainConfig, num_classes: int, data_size: int | None):
-    overrides = {k: getattr(config, k) for k in ("width", "depth", "phi") if getattr(config, k) is not None}
+    overrides = {k: getattr(config, k) for k in ("width", "depth", "phi", "spec") if getattr(config, k) is not None}
     try:
-        base = model_config(config.model, num_classes=num_classes, drop_path_rate=config.drop_path_rate, **overrides)
+        # A spec file names its own base model (activation, dropout, BN); --model does not apply to it.
+        base = model_config(None if config.spec else config.model, num_classes=num_classes, drop_path_rate=config.drop_path_rate, **overrides)
     except (ValueError, TypeError) as e:
         raise TrainError(str(e)) from None
     final = config.image_size or data_size or base.resolution
@@ -92,9 +93,9 @@ def _build_model(config: TrainConfig, num_classes: int, data_size: int | None):
     min_size = base.spec.output_stride
     for name, size in (("image size", final), ("eval size", eval_size)):
         if size < min_size:
-            raise TrainError(f"{name} {size} is too small for {config.model}: it needs at least {min_size} pixels "
+            raise TrainError(f"{name} {size} is too small for {base.name}: it needs at least {min_size} pixels "
                              f"(its total stride) so the last stage sees more than padding")
-    model = create_model(config.model, num_classes=num_classes, drop_path_rate=config.drop_path_rate,
+    model = create_model(base.name, num_classes=num_classes, drop_path_rate=config.drop_path_rate,
                          resolution=eval_size, **overrides)
     if config.zero_head:
         # U(+-1/sqrt(num_classes)) suits 1000 classes; with few classes it starts at confidently wrong logits.

@@ -224,7 +224,7 @@ def _settings(required: dict, padding: str, overrides: dict, *, strict_eps: bool
     return settings
 
 
-def create_model(name: str, *, weights: str | os.PathLike | None = None, **kwargs) -> EfficientConvNet:
+def create_model(name: str | None = None, *, weights: str | os.PathLike | None = None, **kwargs) -> EfficientConvNet:
     """``effnet.create_model``: :func:`effnet.zoo.create_model` (same arguments) plus ``weights``,
     a checkpoint file or a published torchvision/timm checkpoint name (:func:`create_pretrained`).
 
