@@ -31,9 +31,9 @@ Timer = Callable[[nn.Module, torch.Tensor], float]  # seconds per call of the mo
 
 
 def block_key(b: BlockSpec, size: int) -> str:
-    """What a block's latency depends on, as a string key (position fields left out)."""
+    """What a block's latency depends on, as a string key (where it sits and its drop rate left out)."""
     d = asdict(b)
-    for k in ("index", "stage", "drop_path_rate"):
+    for k in ("index", "stage", "position", "drop_path_rate"):
         d.pop(k)
     d["block"] = b.block.value
     return json.dumps({**d, "size": size}, sort_keys=True)
