@@ -6,7 +6,15 @@ import random
 import pytest
 
 import effnet
-from effnet.search.blocks import BlockSettings, apply, base_genome, genome_key, mutate, random_genome, search_blocks
+from effnet.search.blocks import (
+    BlockSettings,
+    apply,
+    base_genome,
+    genome_key,
+    mutate,
+    random_genome,
+    search_blocks,
+)
 from effnet.search.candidate import Recipe
 from effnet.search.executors import LocalExecutor
 from effnet.search.latency import LatencyTable, check

@@ -25,6 +25,8 @@ def add_block_parser(sub, common) -> None:
     b.add_argument("--cache", default="~/.cache/effnet/latency", help="folder of the per-device latency tables")
     b.add_argument("--check", type=int, default=s.check,
                    help="random networks whose predicted latency is checked against the measured one (0: skip)")
+    b.add_argument("--check-only", action="store_true",
+                   help="only build the latency table and check it on --check random networks (no training)")
     b.set_defaults(_run=_run_blocks)
 
 
@@ -40,5 +42,11 @@ def _run_blocks(args: argparse.Namespace) -> int:
                              args.reward_exponent, args.latency, args.latency_table_batch, args.check, args.seed)
     table = LatencyTable.open(Path(args.cache).expanduser(), _device_name(devs[0]), args.latency,
                               args.latency_table_batch)
-    search_blocks(settings, executor_from(args), table, torch_timer(devs[0], args.latency))
+    timer = torch_timer(devs[0], args.latency)
+    if args.check_only:
+        from effnet.search.blocks import check_table
+
+        check_table(settings, table, timer)
+        return 0
+    search_blocks(settings, executor_from(args), table, timer)
     return 0
