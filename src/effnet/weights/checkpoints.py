@@ -127,9 +127,8 @@ def check_and_load(model: EfficientConvNet, state_dict: Mapping[str, torch.Tenso
     model.load_state_dict(sd)
 
 
-def load_checkpoint(path: PathLike, *, map_location: str | torch.device = "cpu"
-                    ) -> tuple[EfficientConvNet, Metadata]:
-    """The model of an effnet file (architecture from its metadata, weights checked) and its metadata."""
+def read_weights(path: PathLike) -> tuple[dict[str, torch.Tensor], Metadata]:
+    """The state dict and checked metadata of an effnet model file (any layout this version reads)."""
     tensors, raw = read_checkpoint(path)
     if not raw:  # a .pt/.pth state dict: no metadata to rebuild from
         raise CheckpointError(f"{path}: a plain PyTorch state dict, not an effnet file; use "
@@ -137,6 +136,13 @@ def load_checkpoint(path: PathLike, *, map_location: str | torch.device = "cpu"
     metadata = Metadata.from_strings(raw, path)
     if metadata.kind != "model":
         raise CheckpointError(f"{path}: an effnet {metadata.kind} file, not model weights")
+    return tensors, metadata
+
+
+def load_checkpoint(path: PathLike, *, map_location: str | torch.device = "cpu"
+                    ) -> tuple[EfficientConvNet, Metadata]:
+    """The model of an effnet file (architecture from its metadata, weights checked) and its metadata."""
+    tensors, metadata = read_weights(path)
     model = EfficientConvNet(metadata.config)
     check_and_load(model, tensors, f"{path} (model {metadata.config.name or 'custom'})")
     return model.to(map_location), metadata

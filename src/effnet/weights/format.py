@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -90,7 +90,7 @@ class Metadata:
     class_names: tuple[str, ...] | None = None  # one per classifier output
     eval_size: tuple[int, int] | None = None  # (H, W) the model is evaluated at
     normalization: Normalization | None = None  # input scaling the model was trained with
-    training: dict | None = field(default=None, compare=False)  # facts of the run that wrote it
+    training: dict | None = None  # facts of the run that wrote it
     format_version: int = FORMAT_VERSION  # the version the file was written in (1 for the old layouts)
 
     def __post_init__(self) -> None:
