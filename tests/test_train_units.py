@@ -246,3 +246,21 @@ def test_trivialaugment_and_batch_mixing():
     mixed, soft = batch_mixer(0.4, 1.0, 10)(images, labels)  # MixUp or CutMix, one per batch
     assert mixed.shape == images.shape and soft.shape == (4, 10) and torch.allclose(soft.sum(1), torch.ones(4))
     assert (soft > 0).sum(1).max() == 2  # two classes mixed into each target
+
+
+# ---------------------------------------------------------------- effnet train --help
+def test_train_help_is_each_fields_metadata_with_its_real_default(capsys):
+    import dataclasses
+
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--help"])
+    assert e.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    for f in dataclasses.fields(TrainConfig):
+        assert f.metadata.get("help"), f"{f.name} has no help in its field metadata"
+        assert f"{f.metadata['help']} (default: " in text, f.name
+        assert f.default is not None or f.metadata["default_text"], f"{f.name}: say what None means"
+    assert "None" not in text
+    assert "passes over the training set (default: 25 for digits, else 30)" in text  # the recipe's, then generic
+    assert "(default: mobilenet_v2_050)" in text and "(default: the model's own)" in text
+    assert "torch.compile the model (one recompilation per progressive size) (default: off)" in text
