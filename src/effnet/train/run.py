@@ -27,7 +27,13 @@ from effnet.train.ema import ModelEma
 from effnet.train.engine import Precision, batch_mixer, evaluate, train_one_epoch
 from effnet.train.optim import build_optimizer, build_scheduler, peak_lr
 from effnet.train.plots import plot_curves, plot_schedule, write_metrics
-from effnet.train.progressive import Stage, format_schedule, schedule_from_config, schedule_to_dicts, stage_at
+from effnet.train.progressive import (
+    ProgressiveStage,
+    format_schedule,
+    schedule_from_config,
+    schedule_to_dicts,
+    stage_at,
+)
 from effnet.weights import save
 from effnet.weights.checkpoints import check_and_load, read_weights
 from effnet.weights.format import Normalization
@@ -47,7 +53,7 @@ class RunResult:
     best_acc: float
     best_weights: str  # "raw" or "ema"
     history: list[dict]
-    schedule: list[Stage]
+    schedule: list[ProgressiveStage]
 
 
 def seed_epoch(seed: int, epoch: int, rank: int) -> None:
