@@ -109,6 +109,22 @@ def test_executors_share_one_interface():
     assert sorted(r["value"] for r in LocalExecutor(["cpu"]).run(_square, jobs)) == [0, 1, 4]
 
 
+def _where(job, device):
+    import os
+    import time
+
+    time.sleep(0.3)  # long enough that one worker cannot drain the queue before the other starts
+    return {"id": job["id"], "pid": os.getpid(), "device": device}
+
+
+@pytest.mark.slow
+def test_local_pool_runs_one_worker_per_device():
+    jobs = [{"id": str(i)} for i in range(6)]
+    results = list(LocalExecutor(["cpu", "cpu"]).run(_where, jobs))
+    assert sorted(r["id"] for r in results) == [str(i) for i in range(6)]
+    assert len({r["pid"] for r in results}) == 2  # two worker processes, each holding one device
+
+
 @pytest.mark.slow
 def test_ray_executor_with_a_local_cpu_cluster():
     ray = pytest.importorskip("ray", reason="Ray is the optional extra effnet[search]")
