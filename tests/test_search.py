@@ -98,6 +98,12 @@ def test_tiny_compound_search_end_to_end_and_resume(tmp_path, one_thread):
     result = json.loads(files[1].read_text())
     assert result["params"] > 0 and result["latency_ms"] > 0 and 0 <= result["val_acc"] <= 1
     assert math.isclose(summary["base"]["width"], 0.25)
+    # --remeasure times every finished network again without training any.
+    from dataclasses import replace
+
+    again = search(replace(s, remeasure="cpu"), LocalExecutor(["cpu"]), say=lambda _: None)
+    assert all(r["latency_median_ms"] >= r["latency_ms"] > 0 for r in again["single_dimension"])
+    assert len(list((out / "runs").iterdir())) == len(ids)
 
 
 def _square(job, device):

@@ -71,6 +71,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     c.add_argument("--phi-max", type=int, default=3, help="step 2 scales phi = 1..this")
     c.add_argument("--multiples", type=float, nargs="+", default=(2.0, 4.0),
                    help="MACs multiples of the single-dimension experiment")
+    c.add_argument("--remeasure", action="store_true",
+                   help="time every finished candidate again on --device (e.g. on a quiet machine), no training")
     c.set_defaults(_run=_run_compound)
     from effnet.search.blocks_cli import add_block_parser
 
@@ -100,7 +102,7 @@ def _run_compound(args: argparse.Namespace) -> int:
     get_recipe(base.model)
     settings = Settings(args.output, base, recipe_from(args), args.target, args.tolerance, args.step,
                         tuple(args.alpha), tuple(args.beta), tuple(args.gamma), args.limit, args.phi_max,
-                        tuple(args.multiples))
+                        tuple(args.multiples), devices(args.device, args.gpus)[0] if args.remeasure else None)
     search(settings, executor_from(args))
     return 0
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from effnet.io import write_atomic
 from effnet.search import report
-from effnet.search.candidate import Recipe, job, run_candidate
+from effnet.search.candidate import Recipe, job, remeasure, run_candidate
 from effnet.search.executors import Executor
 from effnet.search.grid import PAPER_COEFFICIENTS, Triple, coefficient_grid
 
@@ -57,6 +57,7 @@ class Settings:
     limit: int | None = None  # train only the `limit` grid points closest to the target
     phi_max: int = 3  # step 2 scales phi = 1..phi_max
     multiples: tuple[float, ...] = (2.0, 4.0)  # MACs multiples of the single-dimension experiment
+    remeasure: str | None = None  # time every finished candidate again on this device (no training)
 
 
 def _job(s: Settings, scaled: dict) -> dict:
@@ -116,6 +117,10 @@ def search(s: Settings, executor: Executor, say: Callable[[str], None] = print) 
     say(f"step 2: phi 1..{s.phi_max} with the winner; single-dimension scaling at x{', x'.join(f'{m:g}' for m in s.multiples)} MACs")
     results.update(_run(executor, [*step2.values(), *(j for d in single.values() for j in d.values())], say))
 
+    if s.remeasure:
+        say(f"timing all {len(results)} candidates again on {s.remeasure}")
+        results = {cid: remeasure(s.output, cid, s.remeasure, s.recipe.latency_batch, s.recipe.latency_runs)
+                   for cid in results}
     rows = _rows(s, results, base_job, step1, winner, step2, single)
     summary = {
         "settings": {**asdict(s), "base": asdict(s.base), "recipe": asdict(s.recipe)},
