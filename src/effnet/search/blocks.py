@@ -190,7 +190,7 @@ def search_blocks(s: BlockSettings, executor: Executor, table: LatencyTable, tim
     say(f"block search ({s.method}, budget {s.budget}) over {len(base_spec.stages)} stages of {s.base}; "
         f"T0 = {t0 * 1e3:.3f} ms ({s.latency}, batch {s.latency_batch}, {table.device})")
     base = base_genome(base_spec)
-    batch = max(1, len(getattr(executor, "devices", [1])))
+    batch = executor.parallelism  # children per round: one per device
     history: list[tuple[Genome, dict]] = []
     first = [base] + [random_genome(len(base), rng) for _ in range((s.population if s.method == "evolution"
                                                                       else s.budget) - 1)]

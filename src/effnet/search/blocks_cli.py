@@ -32,7 +32,7 @@ def add_block_parser(sub, common) -> None:
 
 def _run_blocks(args: argparse.Namespace) -> int:
     from effnet.search.blocks import search_blocks
-    from effnet.search.candidate import _device_name
+    from effnet.search.candidate import device_name
     from effnet.search.cli import devices, executor_from, recipe_from
     from effnet.search.latency import LatencyTable, torch_timer
 
@@ -40,7 +40,7 @@ def _run_blocks(args: argparse.Namespace) -> int:
     settings = BlockSettings(args.output, args.base, args.base_width, args.base_depth, args.base_resolution,
                              recipe_from(args), args.budget, args.method, args.population, args.sample,
                              args.reward_exponent, args.latency, args.latency_table_batch, args.check, args.seed)
-    table = LatencyTable.open(Path(args.cache).expanduser(), _device_name(devs[0]), args.latency,
+    table = LatencyTable.open(Path(args.cache).expanduser(), device_name(devs[0]), args.latency,
                               args.latency_table_batch)
     timer = torch_timer(devs[0], args.latency)
     if args.check_only:

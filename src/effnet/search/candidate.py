@@ -81,7 +81,7 @@ def measure_model(config: ModelConfig, device: str, batch: int, runs: int) -> di
         timing = time_fn(lambda: model(x), warmup=5, runs=runs, device=device)
     # The fastest run is the latency: on a shared machine other processes only ever add time.
     return {"params": totals["params"], "macs": totals["macs"], "latency_ms": timing.min * 1e3,
-            "latency_median_ms": timing.median * 1e3, "latency_batch": batch, "latency_device": _device_name(device)}
+            "latency_median_ms": timing.median * 1e3, "latency_batch": batch, "latency_device": device_name(device)}
 
 
 def remeasure(output: str | Path, cid: str, device: str, batch: int, runs: int) -> dict:
@@ -94,7 +94,7 @@ def remeasure(output: str | Path, cid: str, device: str, batch: int, runs: int) 
     return result
 
 
-def _device_name(device: str) -> str:
+def device_name(device: str) -> str:
     d = torch.device(device)
     return torch.cuda.get_device_name(d) if d.type == "cuda" else "cpu"
 
@@ -120,7 +120,7 @@ def run_candidate(job: dict, device: str) -> dict:
     model_config = ModelConfig.from_dict(json.loads((run_dir / "config.json").read_text())["model"])
     result = {**{k: job[k] for k in ("id", "base", "width", "depth", "resolution")}, "spec": job.get("spec"),
               "val_acc": run.best_acc, "final_val_acc": run.history[-1]["val_acc"], "train_s": seconds,
-              "device": _device_name(device), "recipe": job["recipe"],
+              "device": device_name(device), "recipe": job["recipe"],
               **measure_model(model_config, device, recipe.latency_batch, recipe.latency_runs)}
     path = result_path(job["output"], job["id"])
     path.parent.mkdir(parents=True, exist_ok=True)

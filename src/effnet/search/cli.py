@@ -16,6 +16,7 @@ from effnet.analysis.ceilings import resolve_device
 from effnet.search.candidate import Recipe
 from effnet.search.compound import Base, Settings
 from effnet.search.executors import make_executor
+from effnet.zoo import get_recipe
 
 
 def devices(device: str, gpus: int | None) -> list[str]:
@@ -96,10 +97,7 @@ def _run_compound(args: argparse.Namespace) -> int:
     from effnet.search.compound import search
 
     base = base_from(args)
-    base.scaled()  # validates nothing heavy; the zoo name is checked by the first candidate
-    from effnet.zoo import get_recipe
-
-    get_recipe(base.model)
+    get_recipe(base.model)  # an unknown name fails now, not in the first candidate
     settings = Settings(args.output, base, recipe_from(args), args.target, args.tolerance, args.step,
                         tuple(args.alpha), tuple(args.beta), tuple(args.gamma), args.limit, args.phi_max,
                         tuple(args.multiples), devices(args.device, args.gpus)[0] if args.remeasure else None)

@@ -23,6 +23,8 @@ _DEVICE: str | None = None  # the device a pool worker owns, set once by its ini
 class Executor(Protocol):
     """Runs ``fn(job, device)`` for each job; yields results in completion order."""
 
+    parallelism: int  # candidates it runs at once (a sequential search hands it this many per round)
+
     def run(self, fn: Callable[[Job, str], Result], jobs: Sequence[Job]) -> Iterator[Result]: ...
 
 
@@ -46,6 +48,7 @@ class LocalExecutor:
         if not devices:
             raise ValueError("LocalExecutor needs at least one device")
         self.devices = list(devices)
+        self.parallelism = len(self.devices)
 
     def run(self, fn: Callable[[Job, str], Result], jobs: Sequence[Job]) -> Iterator[Result]:
         if len(self.devices) == 1:  # no pool: no start-up cost, and exceptions keep their traceback
@@ -82,7 +85,9 @@ class RayExecutor:
         self.ray = ray
         if not ray.is_initialized():
             ray.init(address=address, include_dashboard=False, log_to_driver=False)
-        has_gpus = ray.cluster_resources().get("GPU", 0) > 0
+        resources = ray.cluster_resources()
+        has_gpus = resources.get("GPU", 0) > 0
+        self.parallelism = max(1, int(resources.get("GPU", 0) // gpus if has_gpus else resources.get("CPU", 1) // cpus))
         self.task = ray.remote(num_gpus=gpus if has_gpus else 0, num_cpus=cpus)(_ray_call)
 
     def run(self, fn: Callable[[Job, str], Result], jobs: Sequence[Job]) -> Iterator[Result]:
