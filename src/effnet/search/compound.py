@@ -74,15 +74,70 @@ def _run(executor: Executor, jobs: list[dict], say: Callable[[str], None]) -> di
     return out
 
 
-def single_dimension(base: Base, winner: Triple, multiple: float, target: float) -> dict[str, dict]:
-    """Width-only, depth-only, resolution-only and compound scaling of ``base`` to ``multiple`` x its MACs."""
+def single_dimension(base: Base, winner: Triple, multiple: float, target: float,
+                     macs: Callable[[dict], int] | None = None) -> dict[str, dict]:
+    """Width-only, depth-only, resolution-only and compound scaling of ``base`` to ``multiple`` x its MACs.
+
+    Without ``macs`` the multipliers follow the formula (width sqrt(m), depth m, resolution
+    sqrt(m), compound phi = log_target(m)).  With ``macs`` (a counter of a scaled dict) each
+    multiplier is chosen so the *counted* MACs land closest to the multiple: rounding of channels,
+    repeats and pixels, and the stem/head that depth does not scale, move small networks far off
+    the formula.
+    """
     phi = math.log(multiple) / math.log(target)
-    return {
-        "width only": base.scaled(width=math.sqrt(multiple)),
-        "depth only": base.scaled(depth=multiple),
-        "resolution only": base.scaled(resolution=math.sqrt(multiple)),
-        "compound": base.scaled(winner.alpha**phi, winner.beta**phi, winner.gamma**phi),
+    makers: dict[str, tuple[Callable[[float], dict], float]] = {
+        "width only": (lambda m: base.scaled(width=m), math.sqrt(multiple)),
+        "depth only": (lambda m: base.scaled(depth=m), multiple),
+        "resolution only": (lambda m: base.scaled(resolution=m), math.sqrt(multiple)),
+        "compound": (lambda p: base.scaled(winner.alpha**p, winner.beta**p, winner.gamma**p), phi),
     }
+    if macs is None:
+        return {k: make(x) for k, (make, x) in makers.items()}
+    goal = multiple * macs(base.scaled())
+    return {k: _closest(make, x, goal, macs) for k, (make, x) in makers.items()}
+
+
+def _closest(make: Callable[[float], dict], guess: float, goal: float, macs: Callable[[dict], int]) -> dict:
+    """The scaled dict whose MACs are closest to ``goal``; MACs grow (in steps) with the multiplier."""
+    lo, hi = 0.0, guess  # MACs at multiplier 0+ are below any goal above the base
+    while macs(make(hi)) < goal:  # the formula's guess can fall short: widen until past the goal
+        hi *= 2
+    for _ in range(30):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if macs(make(mid)) < goal else (lo, mid)
+    return min((_snap(make(lo), math.floor, macs), _snap(make(hi), math.ceil, macs)),
+               key=lambda d: abs(macs(d) - goal))
+
+
+def _snap(d: dict, rounding: Callable[[float], float], macs: Callable[[dict], int]) -> dict:
+    """``d`` with width and depth at 4 decimals (what candidate ids carry), rounded towards the same
+    side of a channel or repeat step, so the network (its MACs) does not change."""
+    snapped = {**d, "width": rounding(d["width"] * 1e4) / 1e4, "depth": rounding(d["depth"] * 1e4) / 1e4}
+    assert macs(snapped) == macs(d), f"snapping {d} to 4 decimals changed the network"
+    return snapped
+
+
+def macs_counter(base: str, num_classes: int) -> Callable[[dict], int]:
+    """MACs of ``base`` scaled to a (width, depth, resolution) dict, counted on the meta device."""
+    import torch
+
+    from effnet.analysis.profile import profile
+    from effnet.model import EfficientConvNet
+    from effnet.zoo import model_config
+
+    cache: dict[tuple, int] = {}
+
+    def count(d: dict) -> int:
+        key = (round(d["width"], 6), round(d["depth"], 6), d["resolution"])
+        if key not in cache:
+            config = model_config(base, width=d["width"], depth=d["depth"], resolution=d["resolution"],
+                                  num_classes=num_classes)
+            with torch.device("meta"):
+                model = EfficientConvNet(config)
+            cache[key] = profile(model, d["resolution"]).totals()["macs"]
+        return cache[key]
+
+    return count
 
 
 def search(s: Settings, executor: Executor, say: Callable[[str], None] = print) -> dict:
@@ -112,7 +167,9 @@ def search(s: Settings, executor: Executor, say: Callable[[str], None] = print) 
 
     step2 = {phi: _job(s, s.base.scaled(winner.alpha**phi, winner.beta**phi, winner.gamma**phi))
              for phi in range(1, s.phi_max + 1)}
-    single = {m: {k: _job(s, v) for k, v in single_dimension(s.base, winner, m, s.target).items()}
+    classes = json.loads(Path(s.output, "runs", base_job["id"], "config.json").read_text())["model"]["num_classes"]
+    count = macs_counter(s.base.model, classes)
+    single = {m: {k: _job(s, v) for k, v in single_dimension(s.base, winner, m, s.target, count).items()}
               for m in s.multiples}
     say(f"step 2: phi 1..{s.phi_max} with the winner; single-dimension scaling at x{', x'.join(f'{m:g}' for m in s.multiples)} MACs")
     results.update(_run(executor, [*step2.values(), *(j for d in single.values() for j in d.values())], say))
