@@ -60,7 +60,7 @@ def test_bad_input_gets_one_line_errors():
         search(Settings("unused", recipe=Recipe(epochs=0)), LocalExecutor(["cpu"]))
 
 
-def test_single_dimension_candidates_hit_the_macs_multiple():
+def test_single_dimension_candidates_follow_the_formula_without_a_macs_counter():
     base = Base(resolution=64)
     d = single_dimension(base, Triple(1.2, 1.1, 1.15), 4.0, 2.0)
     assert d["width only"]["width"] == pytest.approx(0.5) and d["depth only"]["depth"] == pytest.approx(2.0)
