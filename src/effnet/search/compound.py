@@ -214,8 +214,8 @@ def _rows(s, results, base_job, step1, winner, step2, single) -> list[dict]:
                      "alpha": winner.alpha, "beta": winner.beta, "gamma": winner.gamma, "phi": phi})
     for m, d in single.items():
         for k, j in d.items():
-            if k != "compound":
-                rows.append({**results[j["id"]], "roles": [f"{k} x{m:g}"], "group": k})
+            rows.append({**results[j["id"]], "roles": [f"{k} x{m:g}"],
+                         "group": "compound (equal MACs)" if k == "compound" else k})
     return rows
 
 
