@@ -85,7 +85,7 @@ def test_tiny_compound_search_end_to_end_and_resume(tmp_path, one_thread):
     for name in ("results.csv", "summary.json", "summary.md", "acc_vs_macs.png", "acc_vs_latency.png"):
         assert (out / name).stat().st_size > 0
     rows = (out / "results.csv").read_text().splitlines()
-    assert len(rows) == 1 + 1 + 2 + 1 + 3 and rows[0].startswith("id,roles,alpha")
+    assert len(rows) == 1 + 1 + 2 + 1 + 4 and rows[0].startswith("id,roles,alpha")  # header, base, grid, phi, x2 rows
     x2 = {r["scaling"]: r for r in summary["single_dimension"]}
     assert x2["depth only"]["macs_ratio"] > 1.2 and x2["resolution only"]["macs_ratio"] > 1.5
     first = {p.name: p.stat().st_mtime_ns for p in files}
