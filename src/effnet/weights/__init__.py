@@ -7,6 +7,7 @@
   checkpoint (:func:`list_published`) fetched through the PyTorch hub cache.
 """
 
+from effnet.weights.adapt import adapt_stem_weight
 from effnet.weights.checkpoints import load, read_checkpoint, save
 from effnet.weights.convert import (
     PEERS,
@@ -21,11 +22,13 @@ from effnet.weights.convert import (
 )
 from effnet.weights.hub import (
     PUBLISHED,
+    Pretrained,
     Published,
     create_model,
     create_pretrained,
     fetch,
     list_published,
+    load_pretrained,
     resolve_published,
 )
 
@@ -34,7 +37,9 @@ __all__ = [
     "PUBLISHED",
     "CheckpointError",
     "PeerArch",
+    "Pretrained",
     "Published",
+    "adapt_stem_weight",
     "convert_state_dict",
     "create_model",
     "create_pretrained",
@@ -44,6 +49,7 @@ __all__ = [
     "key_map",
     "list_published",
     "load",
+    "load_pretrained",
     "peer_arch",
     "read_checkpoint",
     "resolve_published",
