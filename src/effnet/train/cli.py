@@ -31,16 +31,20 @@ def field_reasons() -> dict[str, str]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     reasons = field_reasons()
     for f in dataclasses.fields(TrainConfig):
-        base = _TYPES[f.type.split("|")[0].strip()]
         flag = "--" + f.name.replace("_", "-")
-        text = reasons.get(f.name, "") + _EXTRA_HELP.get(f.name, "")
+        text = f.metadata.get("help", reasons.get(f.name, "")) + _EXTRA_HELP.get(f.name, "")
+        if "nargs" in f.metadata:  # a list-valued field (--weights-from SOURCE MODEL FILE)
+            parser.add_argument(flag, nargs=f.metadata["nargs"], metavar=f.metadata["metavar"],
+                                default=argparse.SUPPRESS, help=text)
+            continue
+        base = _TYPES[f.type.split("|")[0].strip()]
         if base is bool:
             action = "store_true" if f.name == "resume" else argparse.BooleanOptionalAction
             parser.add_argument(flag, action=action, default=argparse.SUPPRESS, help=text)
         else:
             # SUPPRESS: an unset flag stays absent, so the data set's recipe can fill it
-            parser.add_argument(flag, type=base, default=argparse.SUPPRESS, help=text,
-                                metavar=f.name.upper() if f.name != "data" else "DIGITS|CIFAR10|CIFAR100|FOLDER")
+            metavar = f.metadata.get("metavar", f.name.upper() if f.name != "data" else "DIGITS|CIFAR10|CIFAR100|FOLDER")
+            parser.add_argument(flag, type=base, default=argparse.SUPPRESS, help=text, metavar=metavar)
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
