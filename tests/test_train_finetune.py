@@ -215,7 +215,13 @@ def test_gray_finetuning_stores_its_normalisation_for_predict(tmp_path, capsys):
     assert model.config.in_chans == 1 and meta["mean"] == pytest.approx([0.4]) and meta["image_size"] == 32
     from PIL import Image
     Image.new("RGB", (8, 8), (200, 200, 200)).save(tmp_path / "x.png")
-    assert main(["predict", "--weights", str(tmp_path / "g" / "best.safetensors"), str(tmp_path / "x.png")]) == 0
+    best = str(tmp_path / "g" / "best.safetensors")
+    assert main(["predict", "--weights", best, str(tmp_path / "x.png")]) == 0
+    capsys.readouterr()
+    # evaluate finds the same 3 classes of the digits again, in gray, without flags
+    assert main(["evaluate", "--weights", best, "--confusion", str(tmp_path / "c.png")]) == 0
+    out = capsys.readouterr().out
+    assert "digits validation" in out and [line.split()[0] for line in out.splitlines()[2:5]] == ["0", "1", "2"]
 
 
 def test_finetuning_defaults_and_data_subsets():
