@@ -14,7 +14,7 @@ from effnet.train.config import TrainError
 from effnet.train.data import load_dataset
 from effnet.train.finetune import apply_freeze, describe_start, frozen_at, load_start, model_parts
 from effnet.train.optim import build_optimizer, build_scheduler
-from effnet.weights import export_state_dict, load_pretrained
+from effnet.weights import export_state_dict, load_checkpoint, load_pretrained, read_weights
 from support import randomized_model
 
 MODEL = "mobilenet_v2_035"
@@ -30,11 +30,10 @@ def _threads(one_thread):
 
 
 def _pretrained(path, classes=("0", "1", "2"), mean=(0.5, 0.5, 0.5), size=32):
-    """An effnet checkpoint as `effnet train` writes it, with random weights and BN statistics."""
+    """An effnet file with class names, eval size and normalisation, random weights and BN statistics."""
     model = randomized_model(MODEL, num_classes=len(classes))
-    checkpoint.save_weights(path, model.state_dict(), {
-        "model_config": model.config.to_dict(), "class_names": list(classes), "image_size": size,
-        "mean": list(mean), "std": [0.25] * len(mean)})
+    effnet.save(model, path, class_names=classes, eval_size=size,
+                normalization={"mean": list(mean), "std": [0.25] * len(mean)})
     return model
 
 
@@ -197,10 +196,12 @@ def test_finetuning_run_resumes_exactly_without_its_source_file(tmp_path, monkey
     monkeypatch.setattr("effnet.train.run.ckpt.save_checkpoint", real_save)
     (tmp_path / "p.safetensors").unlink()  # the resumed run continues from its own checkpoint
     train(TrainConfig(output=str(tmp_path / "split"), resume=True, progress=False, plots=False))
-    a, meta = checkpoint.load_weights(tmp_path / "full" / "epoch-0003.safetensors")
-    b, _ = checkpoint.load_weights(tmp_path / "split" / "epoch-0003.safetensors")
+    a, meta = read_weights(tmp_path / "full" / "epoch-0003.safetensors")
+    b, _ = read_weights(tmp_path / "split" / "epoch-0003.safetensors")
     assert all(a[k].equal(b[k]) for k in a), "resumed fine-tuning run differs"
-    assert meta["mean"] == [0.5] * 3 and meta["pretrained"].endswith("p.safetensors")  # for predict/evaluate
+    # the checkpoint's normalisation (not the digits' own 0.5/0.5) is what predict/evaluate will use
+    assert meta.normalization.mean == (0.5,) * 3 and meta.normalization.std == (0.25,) * 3
+    assert meta.training["pretrained"].endswith("p.safetensors")
 
 
 def test_gray_finetuning_stores_its_normalisation_for_predict(tmp_path, capsys):
@@ -211,8 +212,9 @@ def test_gray_finetuning_stores_its_normalisation_for_predict(tmp_path, capsys):
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "stem adapted from 3 to 1 input channels (filters summed)" in out and "head kept" in out
-    model, meta = checkpoint.load_model(tmp_path / "g" / "best.safetensors")
-    assert model.config.in_chans == 1 and meta["mean"] == pytest.approx([0.4]) and meta["image_size"] == 32
+    model, meta = load_checkpoint(tmp_path / "g" / "best.safetensors")
+    assert model.config.in_chans == 1 and meta.normalization.mean == pytest.approx([0.4])
+    assert meta.eval_size == (32, 32)
     from PIL import Image
     Image.new("RGB", (8, 8), (200, 200, 200)).save(tmp_path / "x.png")
     best = str(tmp_path / "g" / "best.safetensors")
@@ -252,7 +254,7 @@ def test_bad_finetuning_input_gets_one_line(tmp_path, capsys, monkeypatch):
     assert "timm efficientnet_b0 weights are for effnet model 'efficientnet_b0', not 'mobilenet_v2_035'" in err
     (tmp_path / "notes.txt").write_text("not weights")
     err = _err(capsys, [*base, "--model", MODEL, "--weights", str(tmp_path / "notes.txt")])
-    assert "not a safetensors or PyTorch checkpoint" in err
+    assert "notes.txt: not a safetensors file (unrecognised file header)" in err
     err = _err(capsys, [*base, "--model", MODEL, "--weights", str(tmp_path / "p.safetensors"), "--freeze", "stages:99"])
     assert "--freeze stages:99: mobilenet_v2_035 has 7 stages; K must be 0 to 7" in err
     assert "freeze must be backbone, stages:K" in _err(capsys, [*base, "--freeze", "top"])

@@ -16,8 +16,8 @@ WEIGHT_SOURCES = ("torchvision", "timm")  # libraries whose state-dict files --w
 IN_CHANS = (1, 3)  # grayscale or RGB images (every data set is read as RGB; 1 converts after augmenting)
 
 # Fine-tuning defaults (used when `weights` is set and the user leaves a value unset): pretrained
-# features need small steps, not the large ones that shape random weights; and they were learnt
-# under augmentation already, so heavy regularisation mostly slows the new head down.
+# features need smaller steps than the ones that shape random weights, and they were learnt under
+# augmentation already, so heavy regularisation mostly slows the new head down.
 FINETUNE_LR_FACTOR = 0.25  # peak lr = this x the from-scratch default (or x the data recipe's lr)
 FINETUNE_RANDAUG_FACTOR = 0.5  # RandAugment magnitudes = this x the from-scratch ones; mixup off
 
@@ -36,6 +36,15 @@ RECIPES: dict[str, dict] = {
         "dropout_start": 0.1, "dropout_end": 0.3,  # and regularisation with it (Algorithm 1)
     },
 }
+
+
+def option(default: object, reason: str, default_text: str | None = None, **flag):
+    """A TrainConfig field with its one-line reason, which ``effnet train --help`` shows as the flag's help.
+
+    ``default_text`` says in words what a ``None`` default means ("the model's own", ...); ``flag``
+    holds argparse settings of its own (``metavar``, ``nargs``).
+    """
+    return field(default=default, metadata={"help": reason, "default_text": default_text, "flag": flag})
 
 
 class TrainError(ValueError):
@@ -69,111 +78,129 @@ class TrainConfig:
     """Everything one training run needs; the CLI flags map one-to-one onto these fields."""
 
     # --- model
-    model: str = "mobilenet_v2_050"  # zoo name; the default is small enough for 2 CPU cores in minutes
-    width: float | None = None  # create_model width multiplier override (None: the recipe's)
-    depth: float | None = None  # create_model depth multiplier override (None: the recipe's)
-    phi: float | None = None  # compound scaling coefficient for EfficientNet/Lite (None: the recipe's)
-    drop_path_rate: float | None = None  # stochastic depth of the last block (None: the recipe's)
-    in_chans: int = field(default=3, metadata={"help": (
-        "input channels: 3 for RGB; 1 trains on grayscale (images are converted after augmentation, and "
-        "pretrained RGB stem filters are summed, so a gray image gives the RGB model's output)")})
-    zero_head: bool = True  # start the classifier at zero: the TF init gives ~10x too large logits for 10 classes
+    model: str = option("mobilenet_v2_050", "zoo name; the default is small enough for 2 CPU cores in minutes")
+    width: float | None = option(None, "width multiplier override", "the model's own")
+    depth: float | None = option(None, "depth multiplier override", "the model's own")
+    phi: float | None = option(None, "compound scaling coefficient for EfficientNet/Lite", "the model's own")
+    drop_path_rate: float | None = option(None, "stochastic depth of the last block", "the model's own")
+    in_chans: int = option(3, "input channels: 3 for RGB; 1 trains on grayscale (images are converted after "
+                              "augmenting; pretrained RGB stem filters are summed, so a gray image gives the "
+                              "RGB model's output)")
+    zero_head: bool = option(True, "start the classifier at zero: the TF init gives ~10x too large logits "
+                                   "for 10 classes")
 
     # --- fine-tuning: the starting weights and what trains (docs/training.md, "Fine-tuning")
-    weights: str | None = field(default=None, metadata={"help": (
-        "start from these weights instead of random ones: an effnet .safetensors file, a torchvision/timm "
+    weights: str | None = option(
+        None, "start from these weights instead of random ones: an effnet .safetensors file, a torchvision/timm "
         "state-dict file, or a published name (timm, torchvision, timm/efficientnet_b0.ra_in1k); also picks "
-        "the fine-tuning defaults: lr/4, no mixup, half the RandAugment magnitude, sizes from the checkpoint")})
-    weights_from: list[str] | None = field(default=None, metadata={
-        "nargs": 3, "metavar": ("torchvision|timm", "MODEL", "FILE"), "help": (
-            "like --weights, for a peer library's own state-dict file (.safetensors, or .pth read with "
-            "weights_only=True) of its model MODEL, e.g. timm tf_efficientnet_lite0 weights.pth")})
-    freeze: str = field(default="none", metadata={"metavar": "backbone|stages:K|none", "help": (
-        "what does not train: 'backbone' (all but the classifier: few images, or a task close to the "
-        "pretraining one), 'stages:K' (the stem and the first K stages: generic low-level features kept, "
-        "the rest adapts), or 'none' (everything trains: enough images, or a task unlike the pretraining one)")})
-    unfreeze_every: int = field(default=0, metadata={"help": (
-        "gradual unfreezing: every N epochs the frozen part nearest the output (head conv, then the last "
-        "stage, ... down to the stem) starts training too; 0 keeps --freeze for the whole run. Use it when "
-        "a frozen run learns fast and then stalls")})
-    head_only_epochs: int = field(default=0, metadata={"help": (
-        "train only the classifier for the first N epochs, then as --freeze says: a new head starts random, "
-        "and its first large gradients would otherwise disturb the pretrained layers")})
-    freeze_bn: bool = field(default=False, metadata={"help": (
-        "keep every BatchNorm in eval mode (running statistics fixed, scale and shift still learnt): for "
-        "batches too small (below ~16 images) to estimate batch statistics")})
-    backbone_lr_mult: float = field(default=1.0, metadata={"help": (
-        "learning rate of everything but the classifier as a multiple of --lr, e.g. 0.1 (discriminative "
-        "learning rates): pretrained layers move slowly while the new head learns at the full rate")})
+        "the fine-tuning defaults: lr/4, no mixup, half the RandAugment magnitude, sizes from the checkpoint",
+        "random weights")
+    weights_from: tuple[str, str, str] | None = option(
+        None, "like --weights, for a peer library's own state-dict file (.safetensors, or .pth read with "
+        "weights_only=True) of its model MODEL, e.g. timm tf_efficientnet_lite0 weights.pth", "none",
+        nargs=3, metavar=("torchvision|timm", "MODEL", "FILE"))
+    freeze: str = option(
+        "none", "what does not train: backbone (all but the classifier: few images, or a task close to the "
+        "pretraining one), stages:K (the stem and the first K stages: generic low-level features kept, the "
+        "rest adapts), or none (everything trains: enough images, or a task unlike the pretraining one)",
+        metavar="backbone|stages:K|none")
+    unfreeze_every: int = option(
+        0, "gradual unfreezing: every N epochs the frozen part nearest the output (head conv, then the last "
+        "stage, ... down to the stem) starts training too; 0 keeps --freeze for the whole run. Use it when a "
+        "frozen run learns fast and then stalls")
+    head_only_epochs: int = option(
+        0, "train only the classifier for the first N epochs, then as --freeze says: for a head that starts "
+        "random (--no-zero-head), whose first large gradients would otherwise disturb the pretrained layers")
+    freeze_bn: bool = option(
+        False, "keep every BatchNorm in eval mode (running statistics fixed, scale and shift still learnt): "
+        "for batches too small (below ~16 images) to estimate batch statistics")
+    backbone_lr_mult: float = option(
+        1.0, "learning rate of everything but the classifier as a multiple of --lr, e.g. 0.1 (discriminative "
+        "learning rates): pretrained layers move slowly while the new head learns at the full rate")
 
     # --- data
-    data: str | None = None  # None/"digits": embedded digits; "cifar10"/"cifar100"; or an image folder
-    data_dir: str = "~/.cache/effnet"  # where torchvision keeps downloaded CIFAR
-    val_fraction: float = 0.2  # share held out for validation when the data has no val/ split
-    split_seed: int = 0  # seeds the train/val split, apart from the run's seed so splits stay comparable
-    classes: str | None = field(default=None, metadata={"help": (
-        "comma-separated class names to keep, e.g. 0,1,2,3,4: train and validate on a subset of the classes")})
-    train_per_class: int | None = field(default=None, metadata={"help": (
-        "keep only this many training images per class (chosen by --split-seed; validation unchanged): "
-        "few-shot runs and learning curves")})
-    bad_images: str = "stop"  # an unreadable image file: "stop" the run, or "skip" it (paths are printed)
-    check_images: bool = True  # open every file once before training, so a bad one fails now, not hours in
-    workers: int | None = None  # DataLoader processes (None: 0 for in-memory digits, else up to 8)
+    data: str | None = option(None, "digits (embedded), cifar10, cifar100, or an image folder", "digits")
+    data_dir: str = option("~/.cache/effnet", "where torchvision keeps downloaded CIFAR")
+    val_fraction: float = option(0.2, "share held out for validation when the data has no val/ split")
+    split_seed: int = option(0, "seeds the train/val split, apart from the run's seed so splits stay comparable")
+    classes: str | None = option(None, "comma-separated class names to keep, e.g. 0,1,2,3,4: train and "
+                                       "validate on a subset of the classes", "all")
+    train_per_class: int | None = option(None, "keep only this many training images per class (drawn by "
+                                               "--split-seed; validation unchanged): few-shot runs", "all")
+    bad_images: str = option("stop", "an unreadable image file: stop the run, or skip it (paths are printed)")
+    check_images: bool = option(True, "open every file once before training, so a bad one fails now, "
+                                      "not hours in")
+    workers: int | None = option(None, "DataLoader processes", "0 for in-memory data (digits, CIFAR), else up to 8")
 
     # --- schedule of the run
-    epochs: int = 30  # passes over the training set
-    batch_size: int = 64  # images per step on each process
-    image_size: int | None = None  # final (largest) training size (None: the data set's, else the model's)
-    eval_size: int | None = None  # validation size (None: each stage's training size, the final one at the end)
-    crop_pct: float | None = None  # eval resize-then-center-crop ratio (None: 1.0 digits, 0.875 otherwise)
+    epochs: int = option(30, "passes over the training set")
+    batch_size: int = option(64, "images per step on each process")
+    image_size: int | None = option(None, "final (largest) training size",
+                                    "the data set's natural size, else the model's resolution")
+    eval_size: int | None = option(None, "validation size", "each stage's training size, the final one at the end")
+    crop_pct: float | None = option(None, "eval resize-then-center-crop ratio",
+                                    "1.0 for digits and CIFAR, 0.875 for folders")
 
     # --- progressive learning (EfficientNetV2 Algorithm 1); a preset fills every None below
-    progressive: str | None = None  # "v2-s", "v2-m", "v2-l": paper Table 6, scaled to image_size
-    stages: int | None = None  # M, the number of stages (None: 4 with a preset, else 1)
-    size_start: int | None = None  # image size of the first stage (None: preset ratio, else image_size)
-    randaug_start: float | None = None  # RandAugment magnitude of the first stage
-    randaug_end: float | None = None  # RandAugment magnitude of the last stage (None: preset, else 9)
-    mixup_start: float | None = None  # mixup alpha of the first stage (0 switches mixup off)
-    mixup_end: float | None = None  # mixup alpha of the last stage (None: preset, else 0)
-    dropout_start: float | None = None  # classifier dropout of the first stage
-    dropout_end: float | None = None  # classifier dropout of the last stage (None: preset, else the recipe's)
-    size_multiple: int = 8  # stage sizes are rounded to this, so feature maps stay evenly divisible
+    progressive: str | None = option(None, "v2-s, v2-m, v2-l: paper Table 6, scaled to image_size; none for "
+                                           "constant values", "none")
+    stages: int | None = option(None, "M, the number of progressive stages", "4 with a preset, else 1")
+    size_start: int | None = option(None, "image size of the first stage",
+                                    "the preset's share of image_size, else image_size")
+    randaug_start: float | None = option(None, "RandAugment magnitude of the first stage",
+                                         "the preset's, else randaug_end")
+    randaug_end: float | None = option(None, "RandAugment magnitude of the last stage",
+                                       "the preset's, else 9 (torchvision's)")
+    mixup_start: float | None = option(None, "mixup alpha of the first stage (0 switches mixup off)",
+                                       "the preset's, else mixup_end")
+    mixup_end: float | None = option(None, "mixup alpha of the last stage", "the preset's, else 0")
+    dropout_start: float | None = option(None, "classifier dropout of the first stage",
+                                         "the preset's, else dropout_end")
+    dropout_end: float | None = option(None, "classifier dropout of the last stage",
+                                       "the preset's, else the model's own")
+    size_multiple: int = option(8, "stage sizes are rounded to this, so feature maps stay evenly divisible")
 
     # --- augmentation and loss
-    augment: str = "randaugment"  # per-image policy: "randaugment", "trivialaugment" or "none"
-    randaug_ops: int = 2  # RandAugment operations per image (N in the RandAugment paper)
-    scale_min: float | None = None  # RandomResizedCrop smallest area share (None: 0.6 digits, 0.35 CIFAR, 0.08 else)
-    hflip: float | None = None  # horizontal flip probability (None: 0 for digits, whose flips are wrong)
-    cutmix_alpha: float = 0.0  # CutMix alpha; with mixup on too, each batch picks one of the two
-    label_smoothing: float = 0.1  # spreads this much target mass over all classes (Inception-v3)
+    augment: str = option("randaugment", "per-image policy: randaugment, trivialaugment or none")
+    randaug_ops: int = option(2, "RandAugment operations per image (N in the RandAugment paper)")
+    scale_min: float | None = option(None, "RandomResizedCrop smallest area share",
+                                     "0.6 for digits, 0.35 for CIFAR, 0.08 for folders")
+    hflip: float | None = option(None, "horizontal flip probability",
+                                 "0 for digits, whose flips are wrong; else 0.5")
+    cutmix_alpha: float = option(0.0, "CutMix alpha; with mixup on too, each batch picks one of the two")
+    label_smoothing: float = option(0.1, "spreads this much target mass over all classes (Inception-v3)")
 
     # --- optimisation
-    optimizer: str = "sgd"  # "sgd" (Nesterov), "rmsprop" (TensorFlow-style epsilon) or "adamw"
-    lr: float | None = None  # peak learning rate (None: per-optimiser default scaled by global batch/256)
-    momentum: float = 0.9  # SGD/RMSProp momentum
-    weight_decay: float | None = None  # L2/decoupled decay, never on norm and bias (None: per optimiser)
-    rmsprop_decay: float = 0.9  # RMSProp moving-average decay of squared gradients (paper: 0.9)
-    rmsprop_eps: float = 1e-3  # RMSProp epsilon, inside the square root as in TensorFlow
-    schedule: str = "cosine"  # decay after warm-up: "cosine" to min_lr, or "exponential" (paper)
-    warmup_epochs: float = 1.0  # linear warm-up from 0: early large steps would wreck BN stats or pretrained weights
-    min_lr: float = 0.0  # where cosine ends
-    decay_rate: float = 0.97  # exponential: multiply the lr by this ...
-    decay_epochs: float = 2.4  # ... every this many epochs (the paper's 0.97 per 2.4 epochs)
-    clip_grad: float | None = None  # clip the global gradient norm to this (None: no clipping)
-    ema_decay: float = 0.998  # weight EMA decay (0: no EMA); warms up as (1+n)/(10+n) so short runs use it
+    optimizer: str = option("sgd", "sgd (Nesterov), rmsprop (TensorFlow-style epsilon) or adamw")
+    lr: float | None = option(None, "peak learning rate", "the optimiser's rate per 256 images (sgd 0.1, "
+                                                          "rmsprop 0.016, adamw 0.001) times global batch / 256")
+    momentum: float = option(0.9, "SGD/RMSProp momentum")
+    weight_decay: float | None = option(None, "L2/decoupled decay, never on norm and bias",
+                                        "sgd 5e-5, rmsprop 1e-5, adamw 0.05")
+    rmsprop_decay: float = option(0.9, "RMSProp moving-average decay of squared gradients, the paper's")
+    rmsprop_eps: float = option(1e-3, "RMSProp epsilon, inside the square root as in TensorFlow")
+    schedule: str = option("cosine", "decay after warm-up: cosine to min_lr, or exponential (paper)")
+    warmup_epochs: float = option(1.0, "linear warm-up from 0, so early large gradients do not wreck BN stats "
+                                       "or pretrained weights")
+    min_lr: float = option(0.0, "where cosine ends")
+    decay_rate: float = option(0.97, "exponential: multiply the lr by this every decay_epochs")
+    decay_epochs: float = option(2.4, "exponential: epochs between decays (the paper's 0.97 per 2.4 epochs)")
+    clip_grad: float | None = option(None, "clip the global gradient norm to this", "no clipping")
+    ema_decay: float = option(0.998, "weight EMA decay (0: no EMA); warms up as (1+n)/(10+n) so short runs "
+                                     "use it")
 
     # --- speed and reproducibility
-    device: str = "auto"  # "auto" (cuda when present), "cpu", "cuda", "cuda:1", ...
-    amp: str = "auto"  # "bf16", "fp16", "off"; auto: bf16 on CUDA, off on CPU
-    channels_last: bool | None = None  # NHWC memory format (None: on for CUDA, where it is faster)
-    compile: bool = False  # torch.compile the model (one recompilation per progressive size)
-    seed: int = 0  # every random choice derives from (seed, epoch, rank), which makes resume exact
+    device: str = option("auto", "auto (cuda when present), cpu, cuda, cuda:1, ...")
+    amp: str = option("auto", "bf16, fp16, off; auto: bf16 on CUDA, off on CPU")
+    channels_last: bool | None = option(None, "NHWC memory format", "on for CUDA, where it is faster; off on CPU")
+    compile: bool = option(False, "torch.compile the model (one recompilation per progressive size)")
+    seed: int = option(0, "every random choice derives from (seed, epoch, rank), which makes resume exact")
 
     # --- output
-    output: str | None = None  # run folder (None: runs/train-N, the first N not taken)
-    resume: bool = False  # continue the run in `output` from its last complete checkpoint
-    progress: bool = True  # tqdm bar per epoch (off for logs that are not a terminal)
-    plots: bool = True  # PNG curves and schedule at the end (matplotlib)
+    output: str | None = option(None, "run folder", "runs/train-N, the first N not taken")
+    resume: bool = option(False, "continue the run in --output from its last complete checkpoint")
+    progress: bool = option(True, "tqdm bar per epoch (off for logs that are not a terminal)")
+    plots: bool = option(True, "PNG curves and schedule at the end (matplotlib)")
 
     def __post_init__(self) -> None:
         choices = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "augment": AUGMENTS, "amp": AMP_MODES,
@@ -217,7 +244,7 @@ class TrainConfig:
         if self.weights_from is not None:
             if not (isinstance(self.weights_from, (list, tuple)) and len(self.weights_from) == 3):
                 raise TrainError(f"weights_from must be [source, model, file], got {self.weights_from!r}")
-            self.weights_from = [str(v) for v in self.weights_from]  # a list, as JSON gives it back
+            self.weights_from = tuple(str(v) for v in self.weights_from)  # JSON gives a list back
             if self.weights_from[0] not in WEIGHT_SOURCES:
                 raise TrainError(f"--weights-from source must be one of {', '.join(WEIGHT_SOURCES)}, "
                                  f"got {self.weights_from[0]!r}")

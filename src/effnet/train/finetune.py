@@ -14,7 +14,6 @@ it is a fixed feature extractor.  The set of frozen parts is a function of the e
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 
 from torch import nn
@@ -49,30 +48,6 @@ class StartPoint:
         return dataclasses.asdict(self)
 
 
-def _meta_json(metadata: dict[str, str], key: str):
-    try:
-        return json.loads(metadata[key])
-    except (KeyError, TypeError, ValueError):
-        return None
-
-
-def _recorded_size(metadata: dict[str, str]) -> int | None:
-    """The evaluation size an effnet file records: ``eval_size`` [H, W], or a training run's ``image_size``."""
-    size = _meta_json(metadata, "eval_size")
-    if isinstance(size, list) and size and isinstance(size[0], int):
-        return size[0]
-    size = _meta_json(metadata, "image_size")
-    return size if isinstance(size, int) else None
-
-
-def _recorded_normalization(metadata: dict[str, str]) -> tuple[list, list] | None:
-    norm = _meta_json(metadata, "normalization")
-    if isinstance(norm, dict) and "mean" in norm and "std" in norm:
-        return list(norm["mean"]), list(norm["std"])
-    mean, std = _meta_json(metadata, "mean"), _meta_json(metadata, "std")
-    return (list(mean), list(std)) if isinstance(mean, list) and isinstance(std, list) else None
-
-
 def fit_normalization(mean, std, in_chans: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Mean/std for ``in_chans`` channels: averaged for gray, repeated from a gray checkpoint's one value."""
     if len(mean) == in_chans:
@@ -95,11 +70,17 @@ def load_start(config: TrainConfig, class_names: list[str], data_mean, data_std,
     model, info = load_pretrained(config.model, weights, peer=peer, num_classes=len(class_names),
                                   in_chans=config.in_chans, class_names=class_names,
                                   drop_path_rate=drop_path_rate, progress=config.progress, **overrides)
-    if info.source == "effnet":
-        recorded = _recorded_normalization(info.metadata)
-        mean, std = recorded if recorded else (list(data_mean), list(data_std))
-        norm_from = "checkpoint" if recorded else "data (the checkpoint does not record it)"
-        resolution = _recorded_size(info.metadata) or model.config.resolution
+    meta = info.metadata
+    if meta is not None:  # an effnet file: what its run recorded (files of effnet.save may record less)
+        norm = meta.normalization
+        if norm is not None and norm.invert:
+            raise TrainError(f"{info.label} expects inverted inputs (1 - x); effnet train does not feed those")
+        mean, std = (list(norm.mean), list(norm.std)) if norm else (list(data_mean), list(data_std))
+        norm_from = "checkpoint" if norm else "data (the checkpoint does not record it)"
+        resolution = meta.eval_size[0] if meta.eval_size else meta.config.resolution
+    elif info.source == "effnet":  # a plain state dict of our names: nothing recorded
+        mean, std, norm_from = list(data_mean), list(data_std), "data (a plain state dict records none)"
+        resolution = model.config.resolution
     else:
         mean, std, norm_from = list(IMAGENET_MEAN), list(IMAGENET_STD), "ImageNet (peer weights)"
         resolution = model.config.resolution
@@ -130,7 +111,8 @@ def describe_start(start: StartPoint, class_names: list[str], in_chans: int) -> 
 def describe_recipe(config: TrainConfig, lr: float, schedule) -> str:
     """One line on the fine-tuning choices in force (defaults or the user's)."""
     kind, k = parse_freeze(config.freeze)
-    freeze = {"none": "nothing frozen", "backbone": "backbone frozen"}.get(kind, f"stem + stages 1-{k} frozen")
+    freeze = {"none": "nothing frozen", "backbone": "backbone frozen"}.get(
+        kind, f"stem + stages 1-{k} frozen" if k else "stem frozen")
     if config.unfreeze_every and kind != "none":
         freeze += f", one more part thawed every {config.unfreeze_every} epochs"
     if config.head_only_epochs:

@@ -10,7 +10,6 @@ sha256 in the name, which the download checks.  timm files come from the Hugging
 from __future__ import annotations
 
 import difflib
-import json
 import os
 import re
 import urllib.error
@@ -21,16 +20,12 @@ from pathlib import Path
 import torch
 
 from effnet import zoo
-from effnet.model import EfficientConvNet, ModelConfig
+from effnet.errors import CheckpointError
+from effnet.model import EfficientConvNet
 from effnet.weights.adapt import adapt_stem_weight
-from effnet.weights.checkpoints import (
-    FORMAT,
-    TRAIN_FORMAT,
-    check_and_load,
-    config_from_metadata,
-    read_checkpoint,
-)
-from effnet.weights.convert import PEERS, SOURCES, CheckpointError, PeerArch, convert_state_dict, peer_arch
+from effnet.weights.checkpoints import check_and_load, read_checkpoint
+from effnet.weights.convert import PEERS, SOURCES, PeerArch, convert_state_dict, peer_arch
+from effnet.weights.format import Metadata, is_effnet
 from effnet.zoo import get_recipe
 
 _TORCHVISION_URL = "https://download.pytorch.org/models/"
@@ -243,10 +238,8 @@ class Pretrained:
 
     label: str  # the published name or the file path
     source: str  # "effnet", "torchvision" or "timm": whose training run the tensors come from
-    metadata: dict[str, str]  # the file's safetensors metadata ({} for .pth files and published weights)
-    saved: ModelConfig | None  # the config an effnet file records (None for the peers' files)
+    metadata: Metadata | None  # an effnet file's metadata: config, class names, eval size, normalisation
     num_classes: int  # outputs of the checkpoint's classifier (0: it has none)
-    class_names: list[str] | None  # the checkpoint's class names, when it records them
     head_loaded: bool  # the classifier came from the checkpoint (else it keeps its fresh initialisation)
     stem_channels: int  # input channels of the checkpoint's stem (the model's may differ: adapted)
 
@@ -295,7 +288,7 @@ def load_pretrained(
     label = os.fspath(weights)
     published = peer is None and isinstance(weights, str) and not os.path.exists(weights) and (
         weights in SOURCES or weights.split("/", 1)[0] in SOURCES)
-    strict_eps, metadata, saved, source = True, {}, None, "effnet"
+    strict_eps, metadata, source = True, None, "effnet"
     if published:
         pub = resolve_published(weights, name)
         path = fetch(pub, progress=progress)
@@ -309,18 +302,21 @@ def load_pretrained(
         arch = peer_arch(*peer)
         if arch.model != name:
             raise ValueError(f"{peer[0]} {arch.name} weights are for effnet model {arch.model!r}, not {name!r}")
-        tensors, metadata = read_checkpoint(weights)
+        tensors, _ = read_checkpoint(weights)
         state_dict = convert_state_dict(tensors, arch.source, arch.name)
         required, source = arch.model_kwargs(), arch.source
     else:
-        tensors, metadata = read_checkpoint(weights)
-        if metadata.get("format") in (FORMAT, TRAIN_FORMAT):
-            saved = config_from_metadata(metadata, weights)
+        tensors, raw = read_checkpoint(weights)
+        if is_effnet(raw):
+            metadata = Metadata.from_strings(raw, weights)
+            saved = metadata.config
+            if saved is None:
+                raise CheckpointError(f"{label}: an effnet graph file, not model weights")
             wanted = zoo.model_config(name, **{k: v for k, v in overrides.items() if k in _TABLE_OVERRIDES})
             if saved.name != name or saved.spec != wanted.spec:
                 what = repr(saved.name) if saved.name != name else f"{name!r} with another stage table"
                 raise ValueError(f"{label} holds a {what} checkpoint, not {name!r} as asked "
-                                 f"(effnet.load(path) rebuilds it)")
+                                 "(effnet.load(path) rebuilds it)")
             state_dict = tensors
             required = {"padding": saved.padding, "bn_eps": saved.bn_eps, "bn_momentum": saved.bn_momentum}
         else:
@@ -336,7 +332,7 @@ def load_pretrained(
                              drop_path_rate=drop_path_rate, **settings, **rest)
     state_dict = dict(state_dict)
     stem_channels = _fit_stem(model, state_dict)
-    saved_names = _class_names(metadata, label)
+    saved_names = metadata.class_names if metadata is not None else None
     fc = state_dict.get("classifier.weight")
     ckpt_classes = int(fc.shape[0]) if isinstance(fc, torch.Tensor) and fc.ndim == 2 else 0
     keep_head = (ckpt_classes == model.config.num_classes > 0
@@ -344,8 +340,7 @@ def load_pretrained(
     if not keep_head:
         state_dict = _fresh_classifier(model, state_dict)
     check_and_load(model, state_dict, label)
-    return model, Pretrained(label, source, dict(metadata), saved, ckpt_classes, saved_names, keep_head,
-                             stem_channels)
+    return model, Pretrained(label, source, metadata, ckpt_classes, keep_head, stem_channels)
 
 
 # create_model overrides that change the stage table (and so which tensors a checkpoint must hold).
@@ -360,19 +355,6 @@ def _fit_stem(model: EfficientConvNet, state_dict: dict) -> int:
     if w.shape[1] != model.config.in_chans:
         state_dict["stem.conv.weight"] = adapt_stem_weight(w, model.config.in_chans)
     return int(w.shape[1])
-
-
-def _class_names(metadata: dict[str, str], label: str) -> list[str] | None:
-    text = metadata.get("class_names")
-    if text is None:
-        return None
-    try:
-        names = json.loads(text)
-    except ValueError:
-        names = None
-    if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
-        raise CheckpointError(f"{label}: malformed class_names in its metadata (expected a JSON list of strings)")
-    return names
 
 
 def _fresh_classifier(model: EfficientConvNet, state_dict: dict) -> dict:
