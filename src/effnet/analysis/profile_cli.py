@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import json
 
 import torch
 from torch import nn
 
 from effnet.analysis.formulas import conv_cost_report
+from effnet.analysis.measure import PER_LAYER_METHODS, measure
 from effnet.analysis.profile import Profile, profile
+from effnet.analysis.roofline import plot_roofline
 from effnet.analysis.table import FORMATS, Column, human, render, render_layers, render_rollup
 from effnet.analysis.zoo_cli import DTYPES
 from effnet.cli import UserError
@@ -63,17 +64,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--by-block", action="store_true", help="add the per-block roll-up")
     parser.add_argument("--conv-cost", nargs=5, type=int, metavar=("K", "C_IN", "C_OUT", "H", "W"),
                         help="print standard vs depthwise-separable conv cost for these dimensions and exit")
-    # --- hook for issue 6 (effnet.analysis.measure, owned by the measurement work) -------------------
-    if _measure_available():
-        parser.add_argument("--measure", action="store_true", help="time every layer and add roofline columns")
-        parser.add_argument("--device", default="cpu", help="device to measure on, cpu or cuda (default: cpu)")
-        parser.add_argument("--channels-last", action="store_true", help="measure in channels_last layout")
-        parser.add_argument("--compile", action="store_true", help="measure the torch.compile'd model")
-        parser.add_argument("--roofline", metavar="PNG", help="with --measure: write the roofline chart here")
-
-
-def _measure_available() -> bool:
-    return importlib.util.find_spec("effnet.analysis.measure") is not None
+    parser.add_argument("--measure", action="store_true", help="time every layer and add roofline columns")
+    parser.add_argument("--device", default="cpu", help="device to measure on, cpu or cuda (default: cpu)")
+    parser.add_argument("--channels-last", action="store_true", help="measure in channels_last layout")
+    parser.add_argument("--compile", action="store_true", help="measure the torch.compile'd model")
+    parser.add_argument("--per-layer", choices=PER_LAYER_METHODS,
+                        help="how layers are timed: torch.profiler records or forward hooks "
+                        "(default: profiler on a GPU, hooks on a CPU)")
+    parser.add_argument("--roofline", metavar="PNG", help="with --measure: write the roofline chart here")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -86,8 +84,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--resolution must be a positive integer, got {args.resolution}")
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be a positive integer, got {args.batch_size}")
-    measuring = getattr(args, "measure", False)
-    if getattr(args, "roofline", None) and not measuring:
+    measuring = args.measure
+    if args.roofline and not measuring:
         raise UserError("--roofline needs --measure (the chart plots measured layers)")
     # Counting needs shapes only (meta); measuring needs real weights on the CPU first.
     model, default_res = build(args.model, "cpu" if measuring else "meta")
@@ -102,12 +100,11 @@ def run(args: argparse.Namespace) -> int:
 
 def _measure_hook(args: argparse.Namespace, model: nn.Module, resolution: int, dtype: torch.dtype,
                   prof: Profile) -> tuple[list[Column], list[str]]:
-    """HOOK for ``--measure`` (issue 6): time each layer with effnet.analysis.measure and join by name."""
-    measure = importlib.import_module("effnet.analysis.measure")
-    m = measure.measure(model, resolution, args.device, dtype, args.batch_size, args.channels_last, args.compile,
-                        analytic=prof, name=args.model)
+    """``--measure``: time each layer (effnet.analysis.measure) and join the times to the rows by record name."""
+    m = measure(model, resolution, args.device, dtype, args.batch_size, args.channels_last, args.compile,
+                analytic=prof, name=args.model, per_layer=args.per_layer)
     if args.roofline:
-        importlib.import_module("effnet.analysis.roofline").plot_roofline(m, args.roofline)
+        plot_roofline(m, args.roofline)
     timed = {t.record.name: t for t in m.layers}
     ms = lambda v: "-" if v is None else f"{v:.3f}"
     columns = [
