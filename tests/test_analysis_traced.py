@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import types
+
 import pytest
 import torch
 from torch import nn
@@ -105,3 +107,44 @@ def test_measure_with_the_profiler_method_on_cpu():
     assert m.to_dict()["layers"][0]["busy_s"] is not None
     with pytest.raises(ValueError, match="per_layer must be one of"):
         measure(tiny_model(), 32, "cpu", ceilings=HIGH, per_layer="events")
+
+
+# --- the GPU branch of the labelling pass, on a hand-made kernel trace -----------------------------
+
+def _event(eid, name, start, end, parent=None, device=traced.DeviceType.CPU, **extra):
+    e = types.SimpleNamespace(id=eid, name=name, time_range=types.SimpleNamespace(start=start, end=end),
+                              cpu_parent=parent, cpu_children=[], is_async=False, kernels=[], device_type=device,
+                              **extra)
+    if parent is not None:
+        parent.cpu_children.append(e)
+    return e
+
+
+def _gpu_trace(linked: bool):
+    r_conv = _event(1, traced.RANGE + "conv", 0, 10)
+    conv = _event(2, "aten::conv2d", 1, 9, r_conv)
+    cudnn = _event(3, "aten::cudnn_convolution", 2, 8, conv)
+    r_root = _event(4, traced.RANGE + "", 0, 20)
+    add = _event(5, "aten::add", 11, 12, r_root)
+    kernels = []
+    for i, (op, name, s, e) in enumerate([(cudnn, "implicit_gemm", 5, 9), (cudnn, "bias_act", 9, 10),
+                                           (add, "elementwise_add", 12, 13)]):
+        k = _event(100 + i, name, s, e, device=traced.DeviceType.CUDA,
+                   **({"linked_correlation_id": op.id} if linked else {}))
+        op.kernels.append(types.SimpleNamespace(name=name, duration=e - s))
+        kernels.append(k)
+    annotation = _event(200, traced.RANGE + "conv", 5, 10, device=traced.DeviceType.CUDA, is_user_annotation=True)
+    return [r_conv, conv, cudnn, r_root, add, *kernels, annotation]
+
+
+@pytest.mark.parametrize("linked", [True, False])
+def test_kernels_are_labelled_by_the_module_range_around_the_op_that_launched_them(linked):
+    work = traced.labelled_work(_gpu_trace(linked), torch.device("cuda"))
+    assert [(w.name, w.module, w.ops) for w in work] == [
+        ("implicit_gemm", "conv", ("aten::conv2d", "aten::cudnn_convolution")),
+        ("bias_act", "conv", ("aten::conv2d", "aten::cudnn_convolution")),
+        ("elementwise_add", "", ("aten::add",))]
+    assert work[0].call == work[1].call == 2  # one op call: the conv2d
+    assert assign(work, ["conv", "add"], {"", "conv"}) == [("record", "conv")] * 2 + [("record", "add")]
+    timed = traced.timed_work(_gpu_trace(linked), torch.device("cuda"))
+    assert [w.name for w in timed] == ["implicit_gemm", "bias_act", "elementwise_add"]  # the annotation left out

@@ -92,14 +92,14 @@ def run(args: argparse.Namespace) -> int:
     resolution = args.resolution or default_res
     dtype = DTYPES[args.dtype]
     prof = profile(model, resolution, dtype, batch_size=args.batch_size)
-    extra, preamble = _measure_hook(args, model, resolution, dtype, prof) if measuring else ([], [])
+    extra, preamble, measured = _measure_hook(args, model, resolution, dtype, prof) if measuring else ([], [], None)
     print(render_profile(prof, args.format, name=args.model, layers=not args.no_layers,
-                         by_block=args.by_block, extra_columns=extra, preamble=preamble))
+                         by_block=args.by_block, extra_columns=extra, preamble=preamble, measurement=measured))
     return 0
 
 
 def _measure_hook(args: argparse.Namespace, model: nn.Module, resolution: int, dtype: torch.dtype,
-                  prof: Profile) -> tuple[list[Column], list[str]]:
+                  prof: Profile) -> tuple[list[Column], list[str], dict]:
     """``--measure``: time each layer (effnet.analysis.measure) and join the times to the rows by record name."""
     m = measure(model, resolution, args.device, dtype, args.batch_size, args.channels_last, args.compile,
                 analytic=prof, name=args.model, per_layer=args.per_layer)
@@ -114,12 +114,16 @@ def _measure_hook(args: argparse.Namespace, model: nn.Module, resolution: int, d
                "ms", ms),
         Column("fraction", lambda r: timed[r.name].fraction, "of roof", lambda v: "-" if v is None else f"{v:.0%}"),
     ]
-    return columns, m.summary() + ([f"roofline chart: {args.roofline}"] if args.roofline else [])
+    if m.per_layer == "profiler":  # the kernels' own time beside the layer's share of the timeline
+        columns.insert(3, Column("busy_ms", lambda r: None if timed[r.name].busy_s is None
+                                 else 1e3 * timed[r.name].busy_s, "busy ms", ms))
+    summary = {k: v for k, v in m.to_dict().items() if k != "layers"}  # the layers are the table's rows
+    return columns, m.summary() + ([f"roofline chart: {args.roofline}"] if args.roofline else []), summary
 
 
 def render_profile(prof: Profile, fmt: str = "table", *, name: str = "", layers: bool = True,
                    by_block: bool = False, extra_columns: list[Column] | tuple = (),
-                   preamble: list[str] | tuple = ()) -> str:
+                   preamble: list[str] | tuple = (), measurement: dict | None = None) -> str:
     """Per-layer table, roll-ups by stage (and block) and kind, and totals, in one of the formats."""
     totals = prof.totals()
     head = (f"{name or 'model'}: input {'x'.join(map(str, prof.input_size))}, "
@@ -130,6 +134,7 @@ def render_profile(prof: Profile, fmt: str = "table", *, name: str = "", layers:
             "model": name, "input_size": list(prof.input_size), "dtype": str(prof.dtype).removeprefix("torch."),
             "totals": totals, "by_stage": prof.by_stage(), "by_block": prof.by_block(), "by_kind": prof.by_kind(),
             "layers": json.loads(render_layers(prof.layers, "json", extra_columns)), "notes": list(preamble),
+            **({"measurement": measurement} if measurement else {}),
         }, indent=2)
     if fmt == "csv":  # one table only: the layers (roll-ups are sums a spreadsheet makes)
         return render_layers(prof.layers, "csv", extra_columns)

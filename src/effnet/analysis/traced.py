@@ -115,6 +115,28 @@ def _context(op) -> tuple[str | None, tuple[str, ...], int]:
     return module, tuple(c.name for c in reversed(chain)), chain[-1].id
 
 
+def _launchers(cpu: list, kernels: list) -> list:
+    """Per device record, the aten op that launched it.
+
+    By the profiler's correlation id where the events carry it (``linked_correlation_id``); else, or
+    when that op was folded into its parent by the event tree, by the op's own kernel list (name and
+    duration), taking ops in start order.
+    """
+    by_id = {e.id: e for e in cpu}
+    listed: dict[tuple[str, float], list] = {}
+    for op in sorted(cpu, key=lambda e: e.time_range.start, reverse=True):
+        for kn in op.kernels:
+            listed.setdefault((kn.name, kn.duration), []).append(op)  # reversed: pop() gives the earliest
+    out = []
+    for k in kernels:
+        op = by_id.get(getattr(k, "linked_correlation_id", None))
+        ops = listed.get((k.name, k.time_range.end - k.time_range.start))
+        if op is None and ops:
+            op = ops.pop()
+        out.append(op)
+    return out
+
+
 def _descendants(op) -> list[str]:
     out = [op.name]
     for c in op.cpu_children:
@@ -125,10 +147,11 @@ def _descendants(op) -> list[str]:
 def labelled_work(events, device: torch.device) -> list[Work]:
     """The labelling pass's work, each unit with its module call and op chain."""
     if device.type == "cuda":
-        cpu = {e.id: e for e in events if e.device_type == DeviceType.CPU and not e.is_async}
+        cpu = [e for e in events if e.device_type == DeviceType.CPU and not e.is_async]
+        kernels = _device_work(events)
+        launched_by = _launchers(cpu, kernels)
         out = []
-        for k in _device_work(events):
-            op = cpu.get(getattr(k, "linked_correlation_id", -1))
+        for k, op in zip(kernels, launched_by):
             module, ops, call = _context(op) if op is not None else (None, (), -1)
             out.append(Work(k.name, k.time_range.start, k.time_range.end, module, ops, call))
         return out
