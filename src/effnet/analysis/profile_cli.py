@@ -1,7 +1,8 @@
 """``effnet profile``: the per-layer table of one model with per-stage and per-kind roll-ups.
 
 ``effnet profile efficientnet_b0`` profiles a zoo model at its default resolution;
-``effnet profile torchvision:resnet50`` (or ``timm:NAME``) any model those libraries build.
+``effnet profile torchvision:resnet50`` (or ``timm:NAME``) any model those libraries build
+(:func:`effnet.analysis.models.build_model`).
 ``effnet profile --conv-cost 3 32 64 112 112`` prints the notes' standard vs depthwise-separable
 cost for one set of dimensions.
 """
@@ -9,7 +10,6 @@ cost for one set of dimensions.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 
 import torch
@@ -17,39 +17,10 @@ from torch import nn
 
 from effnet.analysis.formulas import conv_cost_report
 from effnet.analysis.measure import PER_LAYER_METHODS, measure
+from effnet.analysis.models import DTYPES, build_model
 from effnet.analysis.profile import Profile, profile
 from effnet.analysis.roofline import plot_roofline
 from effnet.analysis.table import FORMATS, Column, human, render, render_layers, render_rollup
-from effnet.analysis.zoo_cli import DTYPES
-from effnet.cli import UserError
-from effnet.zoo import create_model, get_recipe
-
-# Libraries whose models ``effnet profile LIB:NAME`` builds (weights are never downloaded).
-PEERS = ("torchvision", "timm")
-
-
-def build(name: str, device: str = "meta") -> tuple[nn.Module, int]:
-    """The model called ``name`` (zoo name or ``torchvision:``/``timm:`` prefixed) and its default resolution."""
-    lib, _, peer_name = name.rpartition(":")
-    with torch.device(device):
-        if not lib:
-            return create_model(name), get_recipe(name).resolution
-        if lib not in PEERS:
-            raise UserError(f"unknown model source {lib!r} in {name!r}; allowed: a zoo name, or "
-                            f"{', '.join(p + ':NAME' for p in PEERS)}")
-        try:
-            module = importlib.import_module(lib)
-        except ImportError:
-            raise UserError(f"{lib} is not installed; pip install {lib}, or profile a zoo model") from None
-        try:
-            if lib == "torchvision":
-                model = module.models.get_model(peer_name, weights=None)
-            else:
-                model = module.create_model(peer_name, pretrained=False)
-        except (ValueError, RuntimeError, KeyError) as e:
-            raise UserError(f"{lib} has no model {peer_name!r}: {e}") from None
-    cfg = getattr(model, "pretrained_cfg", None) or {}  # timm records its default input size
-    return model, int(cfg.get("input_size", (3, 224, 224))[-1])
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -79,18 +50,17 @@ def run(args: argparse.Namespace) -> int:
         print(_render_conv_cost(conv_cost_report(*args.conv_cost), args.format))
         return 0
     if not args.model:
-        raise UserError("give a MODEL to profile (effnet models lists them), or --conv-cost K C_IN C_OUT H W")
+        raise ValueError("give a MODEL to profile (effnet models lists them), or --conv-cost K C_IN C_OUT H W")
     if args.resolution is not None and args.resolution < 1:
-        raise UserError(f"--resolution must be a positive integer, got {args.resolution}")
+        raise ValueError(f"--resolution must be a positive integer, got {args.resolution}")
     if args.batch_size < 1:
-        raise UserError(f"--batch-size must be a positive integer, got {args.batch_size}")
+        raise ValueError(f"--batch-size must be a positive integer, got {args.batch_size}")
     measuring = args.measure
     if args.roofline and not measuring:
-        raise UserError("--roofline needs --measure (the chart plots measured layers)")
+        raise ValueError("--roofline needs --measure (the chart plots measured layers)")
     # Counting needs shapes only (meta); measuring needs real weights on the CPU first.
-    model, default_res = build(args.model, "cpu" if measuring else "meta")
-    resolution = args.resolution or default_res
-    dtype = DTYPES[args.dtype]
+    named = build_model(args.model, "cpu" if measuring else "meta")
+    model, resolution, dtype = named.model, args.resolution or named.resolution, DTYPES[args.dtype]
     prof = profile(model, resolution, dtype, batch_size=args.batch_size)
     extra, preamble, measured = _measure_hook(args, model, resolution, dtype, prof) if measuring else ([], [], None)
     print(render_profile(prof, args.format, name=args.model, layers=not args.no_layers,

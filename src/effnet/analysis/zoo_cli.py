@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from effnet.analysis.models import DTYPES
 from effnet.analysis.profile import Profile, profile
 from effnet.analysis.table import FORMATS, Column, human, percent, render
 from effnet.io import write_atomic
@@ -38,7 +39,6 @@ KNOWN_DEVIATIONS: dict[str, str] = {
     ),
 }
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def macs_tolerance(name: str) -> float:
