@@ -13,13 +13,11 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-if TYPE_CHECKING:
-    from effnet.analysis.profile import LayerRecord
+from effnet.analysis.records import LayerRecord
 
 
 class HookTimer:

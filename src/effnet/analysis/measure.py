@@ -227,7 +227,7 @@ def _hooked_times(m: nn.Module, x: torch.Tensor, analytic: Profile, predicted: d
 
 
 def measure(model: nn.Module, input_size: tuple[int, ...] | int, device: str | torch.device = "cpu",
-            dtype: torch.dtype = torch.float32, batch_size: int = 1, channels_last: bool = False,
+            dtype: torch.dtype = torch.float32, batch_size: int | None = None, channels_last: bool = False,
             compile: bool = False, *, warmup: int | None = None, runs: int | None = None,
             ceilings: Ceilings | None = None, analytic: Profile | None = None, name: str | None = None,
             per_layer: str | None = None) -> Measurement:
@@ -236,7 +236,7 @@ def measure(model: nn.Module, input_size: tuple[int, ...] | int, device: str | t
     ``per_layer``: ``"profiler"`` or ``"hooks"`` (default: profiler on a GPU, hooks on a CPU).
     """
     d = resolve_device(device)
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     method = per_layer or ("profiler" if d.type == "cuda" else "hooks")
     if method not in PER_LAYER_METHODS:
@@ -244,6 +244,7 @@ def measure(model: nn.Module, input_size: tuple[int, ...] | int, device: str | t
     warmup = (10 if d.type == "cuda" else 3) if warmup is None else warmup
     runs = (50 if d.type == "cuda" else 10) if runs is None else runs
     analytic = analytic or profile(model, input_size, dtype, batch_size=batch_size)
+    batch_size = analytic.input_size[0]  # an (N, C, H, W) input_size carries the batch
     ceilings = ceilings or get_ceilings(d, dtype)
     predicted = {r.name: ceilings.predicted_time(r.flops, r.bytes) for r in analytic.layers}
 
