@@ -138,7 +138,4 @@ def plot_macs_vs_latency(datasets: list[dict], path: str | Path) -> Path:
         ax.set_title(f"{env['device_name']} ({env['device']}), torch {env['torch']}", fontsize=9)
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2)
         ax.grid(True, which="both", alpha=0.2)
-    try:
-        return write_png(fig, path)
-    finally:
-        plt.close(fig)
+    return write_png(fig, path)

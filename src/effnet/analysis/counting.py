@@ -8,6 +8,7 @@ sits and what it is comes from :mod:`effnet.analysis.roles` (the block plan for 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 import torch
 from torch import nn
@@ -111,17 +112,21 @@ class Counter(TorchDispatchMode):
         self.name_count[name] = n + 1
         return name if n == 0 else f"{name}#{n}"
 
+    def _take(self, b: _Builder, params: Iterable[nn.Parameter]) -> None:
+        """Parameters read by ``b``: weights it moves, and params it counts unless counted before (tied)."""
+        for p in params:
+            b.weights.append(p)
+            if id(p) not in self.seen_params:
+                self.seen_params.add(id(p))
+                b.params += p.numel()
+
     def _pre_hook(self, path: str):
         def hook(module: nn.Module, args, kwargs):
             builder = None
             if id(module) in self.leaves:  # a leaf: everything inside is one record
                 builder = _Builder(self._unique(path), path, _tensors((args, kwargs)))
                 builder.place = self.places[path]
-                for p in module.parameters():
-                    builder.weights.append(p)
-                    if id(p) not in self.seen_params:
-                        self.seen_params.add(id(p))
-                        builder.params += p.numel()
+                self._take(builder, module.parameters())
                 builder.weights += [b for b in module.buffers() if b.is_floating_point()]
                 self.builders.append(builder)
             self.stack.append((path, module, builder))
@@ -150,12 +155,7 @@ class Counter(TorchDispatchMode):
             b = _Builder(self._unique(f"{module_path}.{name}" if module_path else name), module_path,
                             [t for t in inputs if not isinstance(t, nn.Parameter)])
             b.place = self.places[module_path]
-            for p in inputs:
-                if isinstance(p, nn.Parameter):
-                    b.weights.append(p)
-                    if id(p) not in self.seen_params:
-                        self.seen_params.add(id(p))
-                        b.params += p.numel()
+            self._take(b, (p for p in inputs if isinstance(p, nn.Parameter)))
             b.outputs = _tensors(out)
             self.builders.append(b)
         self._count(b, name, args, kwargs, out)

@@ -22,7 +22,10 @@ def pyplot():
 
 
 def write_png(fig, path: str | Path, *, dpi: int = 130) -> Path:
-    """Save a matplotlib figure as a PNG at ``path`` atomically (temp file beside it, then rename)."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    return write_atomic(path, buf.getvalue())
+    """Save a matplotlib figure as a PNG at ``path`` atomically (temp file beside it, then rename), and close it."""
+    try:
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+        return write_atomic(path, buf.getvalue())
+    finally:
+        pyplot().close(fig)  # pyplot keeps every open figure alive until closed

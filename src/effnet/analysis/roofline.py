@@ -55,10 +55,7 @@ def plot_roofline(m: Measurement, path: str | Path) -> Path:
     ax.set_title(f"{m.model}: {m.dtype}, batch {m.batch_size}{mode}\n{c.device_name}", fontsize=10)
     ax.legend(fontsize=8, loc="lower right")
     ax.grid(True, which="both", alpha=0.2)
-    try:
-        return write_png(fig, path)
-    finally:
-        plt.close(fig)
+    return write_png(fig, path)
 
 
 def _plot_flop_free(ax, layers: list, c) -> None:

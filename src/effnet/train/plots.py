@@ -43,7 +43,6 @@ def plot_curves(run_dir: Path, history: list[dict]) -> Path:
         ax.legend()
     path = run_dir / "curves.png"
     write_png(fig, path, dpi=110)
-    plt.close(fig)
     return path
 
 
@@ -61,7 +60,6 @@ def plot_schedule(run_dir: Path, history: list[dict]) -> Path:
     fig.suptitle("progressive learning schedule", y=1.06)
     path = run_dir / "schedule.png"
     write_png(fig, path, dpi=110)
-    plt.close(fig)
     return path
 
 
@@ -81,5 +79,4 @@ def plot_confusion(path: Path, matrix, classes: list[str]) -> Path:
                     ax.text(j, i, int(matrix[i][j]), ha="center", va="center", fontsize=7)
     ax.set(xlabel="predicted", ylabel="true", title="confusion matrix")
     write_png(fig, path, dpi=110)
-    plt.close(fig)
     return path
