@@ -148,3 +148,15 @@ def test_kernels_are_labelled_by_the_module_range_around_the_op_that_launched_th
     assert assign(work, ["conv", "add"], {"", "conv"}) == [("record", "conv")] * 2 + [("record", "add")]
     timed = traced.timed_work(_gpu_trace(linked), torch.device("cuda"))
     assert [w.name for w in timed] == ["implicit_gemm", "bias_act", "elementwise_add"]  # the annotation left out
+
+
+def test_the_tracer_cost_comes_off_the_waits_for_launches_only():
+    chunk = [Work("k0", 10.0, 14.0), Work("k1", 20.0, 21.0), Work("k2", 21.5, 25.0)]
+    shares, own = split_forward(chunk, cost_s=2e-6)
+    # k1 waited 6 us, 2 of them the tracer's; k2 waited 0.5 us, less than the cost: it keeps its own time
+    assert shares == pytest.approx([4e-6, 5e-6, 3.5e-6]) and own == pytest.approx([4e-6, 1e-6, 3.5e-6])
+
+
+def test_tracer_cost_is_measured_per_launch():
+    cost = traced.tracer_cost(torch.device("cpu"), lambda: None, launches=50, runs=3)
+    assert 0 <= cost < 1e-3  # the profiler's cost of recording one op: microseconds, never negative

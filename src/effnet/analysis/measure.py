@@ -83,7 +83,7 @@ class Measurement:
     per_layer: str | None = None  # "profiler" or "hooks"; None when compiled
     instrumented: Timing | None = None  # the forwards the layers were timed in: hooked totals, or traced spans
     unattributed_s: float = 0.0  # inside those forwards, time that belongs to no record
-    hook_overhead_s: float = 0.0  # the hooks' own calibrated cost, taken off the per-layer times (hooks on CPU)
+    overhead_s: float = 0.0  # the per-layer method's own calibrated cost per forward, taken off the layer times
     per_layer_min_sum_s: float | None = None  # sum of each layer's fastest run: robust to preemption
     notes: list[str] = field(default_factory=list)
 
@@ -167,9 +167,10 @@ class Measurement:
             b = self.busy_sum_s
             lines.append(f"busy: the layers' own kernel/op time sums to {b * 1e3:.3f} ms = "
                          f"{b / self.whole.median:.1%} of the whole forward (the rest the device waited for launches)")
-        if self.hook_overhead_s:
-            lines.append(f"timing hooks' own cost, calibrated and taken off the layer times: "
-                         f"{self.hook_overhead_s * 1e3:.3f} ms per forward")
+        if self.overhead_s:
+            what = "the tracer's" if self.per_layer == "profiler" else "the timing hooks'"
+            lines.append(f"{what} own cost, calibrated apart from the model and taken off the layer times: "
+                         f"{self.overhead_s * 1e3:.3f} ms per forward")
         if self.per_layer_min_sum_s:
             # A long forward is interrupted by other processes more often than a short layer, so
             # on a shared machine medians of the two disagree; the fastest runs show the floor.
@@ -185,7 +186,7 @@ class Measurement:
                 "instrumented": self.instrumented.to_dict() if self.instrumented else None,
                 "per_layer_sum_s": self.per_layer_sum_s, "busy_sum_s": self.busy_sum_s,
                 "unaccounted_share": self.unaccounted_share, "unattributed_s": self.unattributed_s,
-                "hook_overhead_s": self.hook_overhead_s, "per_layer_min_sum_s": self.per_layer_min_sum_s,
+                "overhead_s": self.overhead_s, "per_layer_min_sum_s": self.per_layer_min_sum_s,
                 "by_kind": self.by_kind(), "layers": [t.to_dict() for t in self.layers], "notes": self.notes}
 
 
@@ -254,20 +255,24 @@ def measure(model: nn.Module, input_size: tuple[int, ...] | int, device: str | t
     notes: list[str] = []
     per_record: dict[str, float] = {}
     busy: dict[str, float] = {}
-    instrumented, unattributed, hook_cost, min_sum = None, 0.0, 0.0, None
+    instrumented, unattributed, overhead, min_sum = None, 0.0, 0.0, None
     with torch.inference_mode():
         whole = time_fn(lambda: fwd(x), warmup=warmup, runs=runs, device=d)
         if compile:
             notes.append("torch.compile: per-layer times not measured, only the whole forward")
         elif method == "hooks":
-            per_record, min_sum, instrumented, unattributed, hook_cost = _hooked_times(
+            per_record, min_sum, instrumented, unattributed, overhead = _hooked_times(
                 m, x, analytic, predicted, d, warmup, runs)
         else:
             traced = trace_layers(m, x, [r.name for r in analytic.layers], predicted, d, runs, synchronizer(d))
             per_record, busy, unattributed = traced.per_record, traced.busy, traced.unattributed_s
-            min_sum = sum(traced.per_record_min.values())
+            min_sum, overhead = sum(traced.per_record_min.values()), traced.removed_s
             instrumented = Timing(traced.spans, 1)
             notes += traced.notes
+            # The whole forward again, after: runs on both sides of the traced ones, so a device that
+            # speeds up or slows down meanwhile (clocks, other load) moves both alike.
+            after = time_fn(lambda: fwd(x), warmup=1, runs=runs, device=d)
+            whole = Timing(whole.times + after.times, whole.warmup)
     if not compile:
         missing = [r.name for r in analytic.layers if r.name not in per_record and (r.bytes or r.flops)]
         if missing:
@@ -278,4 +283,4 @@ def measure(model: nn.Module, input_size: tuple[int, ...] | int, device: str | t
     model_name = name or getattr(getattr(model, "config", None), "name", None) or type(model).__name__
     return Measurement(model_name, str(d), str(dtype).removeprefix("torch."), batch_size, channels_last,
                        compile, ceilings, layers, whole, None if compile else method, instrumented, unattributed,
-                       hook_cost, min_sum, notes)
+                       overhead, min_sum, notes)

@@ -38,6 +38,8 @@ from torch import nn
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile, record_function
 
+from effnet.analysis.timing import time_fn
+
 RANGE = "effnet.module:"  # prefix of the labelling pass's ranges; what follows is the module call's name
 
 
@@ -61,9 +63,11 @@ class TracedTimes:
     per_record_min: dict[str, float]
     busy: dict[str, float]  # median over runs of each record's kernel (or op) time alone
     unattributed_s: float  # median over runs of work no record claims
-    spans: tuple[float, ...]  # per run: first unit's start to last unit's end, seconds
+    spans: tuple[float, ...]  # per run, as traced: first unit's start to last unit's end, seconds
     units: int  # units of work per forward
     unmatched: int = 0  # units matched to no record by name (shared within their container, or unattributed)
+    tracer_cost_s: float = 0.0  # the tracer's calibrated cost per launch
+    removed_s: float = 0.0  # median over runs of the tracer's cost taken off the waits for launches, per forward
     notes: list[str] = field(default_factory=list)
 
 
@@ -227,19 +231,47 @@ def functional_records(records: Iterable[str], modules: set[str]) -> dict[str, l
     return out
 
 
-def split_forward(chunk: Sequence[Work]) -> tuple[list[float], list[float]]:
+def split_forward(chunk: Sequence[Work], cost_s: float = 0.0) -> tuple[list[float], list[float]]:
     """Per unit, in seconds: its share of the device timeline (idle time before it + its own), and its own time.
 
     The shares add up to the span from the first unit's start to the last one's end; units that
-    overlap (several streams) are not counted twice.
+    overlap (several streams) are not counted twice.  ``cost_s``, the tracer's own cost per unit
+    (:func:`tracer_cost`), is taken off each idle time before a unit: the tracer delays every launch
+    by about that much, which shows only where the device was waiting for the launch.
     """
     shares, own = [], []
     last_end = chunk[0].start_us if chunk else 0.0
     for w in chunk:
-        shares.append(max(w.end_us - last_end, 0.0) * 1e-6)
+        idle = max(w.start_us - last_end, 0.0) * 1e-6
+        mine = max(w.end_us - max(w.start_us, last_end), 0.0) * 1e-6
+        shares.append(max(idle - cost_s, 0.0) + mine)
         own.append((w.end_us - w.start_us) * 1e-6)
         last_end = max(last_end, w.end_us)
     return shares, own
+
+
+def tracer_cost(device: torch.device, sync: Callable[[], None], launches: int = 200, runs: int = 9) -> float:
+    """Seconds the timing pass's tracer adds to each launch, on a chain of tiny kernels (ops on a CPU).
+
+    Each ``x + 1`` on a one-element tensor is one launch of a kernel far shorter than its launch, so
+    the chain runs at the launch rate: timed with and without the tracer, the difference per launch
+    is what tracing costs the host, calibrated apart from the model being measured.
+    """
+    x = torch.zeros(1, device=device)
+
+    def chain() -> None:
+        y = x
+        for _ in range(launches):
+            y = y + 1
+
+    plain = time_fn(chain, warmup=2, runs=runs, synchronize=sync).median
+    with profile(activities=[_timing_activity(device)]):
+        traced = time_fn(chain, warmup=2, runs=runs, synchronize=sync).median
+    return max(traced - plain, 0.0) / launches
+
+
+def _timing_activity(device: torch.device) -> ProfilerActivity:
+    return ProfilerActivity.CUDA if device.type == "cuda" else ProfilerActivity.CPU
 
 
 def attribute(labels: Sequence[tuple[str, str]], times: Sequence[float], functional: dict[str, list[str]],
@@ -275,8 +307,10 @@ def trace_layers(model: nn.Module, x: torch.Tensor, records: Sequence[str], pred
         ranges.remove()
     labelled = labelled_work(prof.events(), device)
     labels = assign(labelled, records, modules)
-    # No hooks and, on a GPU, no CPU activity: the host runs the forward as it does untraced.
-    with profile(activities=[ProfilerActivity.CUDA if cuda else ProfilerActivity.CPU]) as prof:
+    # No hooks and, on a GPU, no CPU activity: the host runs the forward as it does untraced, but
+    # for the tracer's own cost per launch, calibrated apart and taken off the waits for launches.
+    cost = tracer_cost(device, sync)
+    with profile(activities=[_timing_activity(device)]) as prof:
         for _ in range(runs + 1):  # the first forward pays for the tracer starting up: dropped
             model(x)
             sync()
@@ -290,22 +324,25 @@ def trace_layers(model: nn.Module, x: torch.Tensor, records: Sequence[str], pred
                      f"{runs + 1} x {k}): per-layer times are the labelling pass's own, module ranges' cost included")
         chunks = [labelled]
     functional = functional_records(records, modules)
-    per_run, busy_run, left, spans = [], [], [], []
+    per_run, busy_run, left, spans, removed = [], [], [], [], []
     for c in chunks:
-        shares, own = split_forward(c)
+        shares, own = split_forward(c, cost)
         t, u = attribute(labels, shares, functional, predicted)
         per_run.append(t)
         busy_run.append(attribute(labels, own, functional, predicted)[0])
         left.append(u)
-        spans.append(sum(shares))
+        spans.append((max(w.end_us for w in c) - c[0].start_us) * 1e-6 if c else 0.0)
+        removed.append(spans[-1] - sum(shares))
     claimed = sorted({n for t in per_run for n in t})
     missing = sum(1 for how, _ in labels if how != "record")
     if missing:
         notes.append(f"{missing} of {k} units of work were matched to no record by name "
                      "(shared by prediction within their container, or unattributed)")
+    notes.append(f"traced: {k} units of {'GPU work' if cuda else 'aten ops'} per forward, {len(chunks)} forwards; "
+                 f"the tracer's cost per launch, calibrated on a chain of tiny ops: {cost * 1e6:.2f} us")
     return TracedTimes(
         per_record={n: statistics.median(t.get(n, 0.0) for t in per_run) for n in claimed},
         per_record_min={n: min(t.get(n, 0.0) for t in per_run) for n in claimed},
         busy={n: statistics.median(t.get(n, 0.0) for t in busy_run) for n in claimed},
         unattributed_s=statistics.median(left) if left else 0.0, spans=tuple(spans), units=k, unmatched=missing,
-        notes=notes)
+        tracer_cost_s=cost, removed_s=statistics.median(removed) if removed else 0.0, notes=notes)
