@@ -11,6 +11,8 @@ import importlib
 import os
 import sys
 
+from effnet.errors import UserError
+
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("effnet.cli_models", "list the zoo's model names"),
@@ -21,10 +23,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("effnet.train.evaluate_cli", "top-1/top-5, per-class accuracy and confusion matrix of a checkpoint"),
     "predict": ("effnet.train.predict_cli", "top-k classes of images with a checkpoint"),
 }
-
-
-class UserError(Exception):
-    """A mistake in what the user asked for; printed as one line, exit status 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:

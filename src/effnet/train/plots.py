@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from effnet.analysis.figures import pyplot, write_png
-from effnet.train.checkpoint import atomic_write
+from effnet.io import write_atomic
 
 
 def write_metrics(run_dir: Path, history: list[dict]) -> None:
@@ -20,8 +20,8 @@ def write_metrics(run_dir: Path, history: list[dict]) -> None:
     writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     writer.writerows(history)
-    atomic_write(run_dir / "metrics.csv", buf.getvalue().encode())
-    atomic_write(run_dir / "metrics.jsonl", "".join(json.dumps(row) + "\n" for row in history).encode())
+    write_atomic(run_dir / "metrics.csv", buf.getvalue().encode())
+    write_atomic(run_dir / "metrics.jsonl", "".join(json.dumps(row) + "\n" for row in history).encode())
 
 
 def plot_curves(run_dir: Path, history: list[dict]) -> Path:
