@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU run behind docs/benchmarks/gpu.md, as one command on a machine with one CUDA GPU.
+# The GPU runs behind docs/benchmarks/efficiency.md, as one command on a machine with one CUDA GPU.
 # Usage (repository root): OUT=/some/dir bash docs/benchmarks/gpu_run.sh; tar czf gpu.tgz -C $OUT work
 # Writes JSON, markdown, PNGs and versions under $OUT/work.  Each step has a time limit so that a
 # slow step leaves the others' results; bench writes its JSON after every case.

@@ -26,7 +26,7 @@ from torch import nn
 
 from effnet.analysis.ceilings import device_name, resolve_device
 from effnet.analysis.measure import make_input, prepare
-from effnet.analysis.models import DTYPES, build_model
+from effnet.analysis.models import DTYPES, build_model, peer_library
 from effnet.analysis.profile import profile
 from effnet.analysis.timing import time_fn
 
@@ -44,11 +44,7 @@ DEVICE_DEFAULTS = {
 
 def default_models() -> list[str]:
     """The notes' comparison: MobileNetV1/V2, EfficientNet-B0/Lite0/V2-S, and ResNet-50 if torchvision is there."""
-    try:
-        import torchvision  # noqa: F401
-    except ImportError:
-        return list(EFFNET_DEFAULTS)
-    return [*EFFNET_DEFAULTS, BASELINE]
+    return [*EFFNET_DEFAULTS, BASELINE] if peer_library("torchvision") else list(EFFNET_DEFAULTS)
 
 
 def dtype_supported(device: torch.device, dtype: torch.dtype) -> tuple[bool, str]:

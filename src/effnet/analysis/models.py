@@ -42,7 +42,8 @@ def _torchvision_names(tv) -> list[str]:
     return tv.models.list_models(module=tv.models)
 
 
-def _import_peer(lib: str):
+def peer_library(lib: str):
+    """The module of a peer library (``torchvision``, ``timm``), or None where it is not installed."""
     try:
         return importlib.import_module(lib)
     except ImportError:
@@ -59,7 +60,7 @@ def check_model_name(name: str) -> None:
     if lib and lib not in PEER_LIBRARIES:
         raise ValueError(f"unknown model source {lib!r} in {name!r}; allowed: a zoo name, or "
                          f"{', '.join(p + ':NAME' for p in PEER_LIBRARIES)}")
-    module = _import_peer(lib or "torchvision")
+    module = peer_library(lib or "torchvision")
     if module is None:
         if lib:
             raise ValueError(f"{lib} is not installed; pip install {lib}, or use a zoo model")
