@@ -1,30 +1,47 @@
-"""effnet: efficient convolutional networks, faithful to the papers and as fast as their FLOPs promise."""
+"""effnet: efficient convolutional networks, faithful to the papers and as fast as their FLOPs promise.
 
-from effnet.export import export_onnx
-from effnet.model import EfficientConvNet, ModelConfig
-from effnet.scaling import compound_coefficients, make_divisible
-from effnet.tables import BlockType, NetSpec, Stage
-from effnet.weights import convert_state_dict, create_model, export_state_dict, load, save
-from effnet.zoo import efficientnet, get_recipe, list_models, model_config
+Public names are imported on first use (PEP 562), so torch-free parts -- ``effnet.config``,
+``effnet.plan``, ``effnet.tables``, ``effnet.runtime``'s graph, numpy and OpenCL engines -- import
+on a machine without PyTorch.
+"""
+
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "BlockType",
-    "EfficientConvNet",
-    "ModelConfig",
-    "NetSpec",
-    "Stage",
-    "compound_coefficients",
-    "convert_state_dict",
-    "create_model",
-    "efficientnet",
-    "export_onnx",
-    "export_state_dict",
-    "get_recipe",
-    "list_models",
-    "load",
-    "make_divisible",
-    "model_config",
-    "save",
-]
+# public name -> module that defines it
+_EXPORTS = {
+    "BlockType": "effnet.tables",
+    "EfficientConvNet": "effnet.model",
+    "ModelConfig": "effnet.config",
+    "NetSpec": "effnet.tables",
+    "Stage": "effnet.tables",
+    "compound_coefficients": "effnet.scaling",
+    "convert_state_dict": "effnet.weights",
+    "create_model": "effnet.weights",
+    "efficientnet": "effnet.zoo",
+    "export_onnx": "effnet.export",
+    "export_state_dict": "effnet.weights",
+    "get_recipe": "effnet.zoo",
+    "list_models": "effnet.zoo",
+    "load": "effnet.weights",
+    "make_divisible": "effnet.scaling",
+    "model_config": "effnet.zoo",
+    "save": "effnet.weights",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    raise AttributeError(f"module 'effnet' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})
