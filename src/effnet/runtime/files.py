@@ -49,8 +49,8 @@ def read_graph(path: str | os.PathLike) -> tuple[list[dict], dict[str, np.ndarra
     except CheckpointError:
         raise
     except Exception as e:  # safetensors raises its own error types for truncated or corrupt files
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        raise CheckpointError(f"{path}: not a readable safetensors file (truncated or corrupt?): {first}") from None
+        raise CheckpointError(f"{path}: not a readable safetensors file (truncated or corrupt?): "
+                              f"{_first_line(e)}") from None
     try:
         nodes = json.loads(meta["graph"])
         if not isinstance(nodes, list) or not all(
@@ -61,6 +61,19 @@ def read_graph(path: str | os.PathLike) -> tuple[list[dict], dict[str, np.ndarra
     for n in nodes:
         n.setdefault("block", None)
     return nodes, tensors
+
+
+def read_kind(path: str | os.PathLike) -> str | None:
+    """The ``"kind"`` of an effnet safetensors file ("graph", "model"), or None if it has none."""
+    try:
+        with safe_open(str(path), framework="np") as f:
+            return (f.metadata() or {}).get("kind")
+    except Exception as e:  # safetensors' own error types
+        raise CheckpointError(f"{path}: not a readable safetensors file: {_first_line(e)}") from None
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
 
 
 def _check_metadata(path: Path, meta: dict) -> None:
