@@ -26,6 +26,8 @@ class Engine:
 
     def __call__(self, x):
         is_torch = type(x).__module__.split(".")[0] == "torch"
+        if is_torch and str(x.dtype) != "torch.float32":  # bfloat16 has no numpy twin: check before converting
+            raise TypeError(f"input must be float32, got {x.dtype} (convert with .float())")
         arr = x.detach().cpu().numpy() if is_torch else x
         self.check_input(arr)
         out = self.impl.run(np.ascontiguousarray(arr))
