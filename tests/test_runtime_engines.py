@@ -6,11 +6,11 @@ OpenCL tests need a working OpenCL platform (``pip install "effnet[opencl]"`` gi
 import numpy as np
 import pytest
 import torch
-from support import randomized_model
 
 import effnet
 from effnet import runtime as rt
 from effnet.runtime import opencl
+from support import randomized_model
 
 TOL = 1e-4  # relative to the largest output magnitude, float32
 

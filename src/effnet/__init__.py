@@ -32,7 +32,25 @@ _EXPORTS = {
     "save": "effnet.weights",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "BlockType",
+    "EfficientConvNet",
+    "ModelConfig",
+    "NetSpec",
+    "Stage",
+    "compound_coefficients",
+    "convert_state_dict",
+    "create_model",
+    "efficientnet",
+    "export_onnx",
+    "export_state_dict",
+    "get_recipe",
+    "list_models",
+    "load",
+    "make_divisible",
+    "model_config",
+    "save",
+]
 
 
 def __getattr__(name: str):

@@ -11,7 +11,7 @@ files, passes, numpy and OpenCL need only numpy, safetensors and pyopencl.
 """
 
 from effnet.runtime import ops
-from effnet.runtime.engine import BACKENDS, Engine, compile  # noqa: A004 - the public verb is compile
+from effnet.runtime.engine import BACKENDS, Engine, compile
 from effnet.runtime.files import CheckpointError
 from effnet.runtime.graph import Graph, Node, load
 from effnet.runtime.lower import from_model

@@ -52,7 +52,7 @@ class Engine:
         return f"Engine({self.backend}, {self.graph!r})"
 
 
-def compile(graph_or_model, backend: str = "numpy", *, device: int | str | None = None,  # noqa: A001
+def compile(graph_or_model, backend: str = "numpy", *, device: int | str | None = None,
             input_size=None) -> Engine:
     """A callable that runs ``graph_or_model`` (a Graph, or a model lowered with ``from_model``).
 

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 import numpy as np
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
 from effnet.io import atomic_output
@@ -45,10 +45,10 @@ def read_graph(path: str | os.PathLike) -> tuple[list[dict], dict[str, np.ndarra
         with safe_open(str(path), framework="np") as f:
             meta = f.metadata() or {}
             _check_metadata(path, meta)
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open is no dict
     except CheckpointError:
         raise
-    except Exception as e:  # safetensors raises its own error types for truncated or corrupt files
+    except (SafetensorError, OSError) as e:  # truncated, corrupt, or not safetensors at all
         raise CheckpointError(f"{path}: not a readable safetensors file (truncated or corrupt?): "
                               f"{_first_line(e)}") from None
     try:
@@ -68,7 +68,7 @@ def read_kind(path: str | os.PathLike) -> str | None:
     try:
         with safe_open(str(path), framework="np") as f:
             return (f.metadata() or {}).get("kind")
-    except Exception as e:  # safetensors' own error types
+    except (SafetensorError, OSError) as e:
         raise CheckpointError(f"{path}: not a readable safetensors file: {_first_line(e)}") from None
 
 

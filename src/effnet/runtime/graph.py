@@ -167,7 +167,7 @@ class Graph:
             op = f"{r['op']}:{r['act']}" if r["op"] == "activation" else op
             block = "" if r["block"] is None else str(r["block"])
             lines.append(f"{r['index']:>4}  {op:<15} {','.join(map(str, r['inputs'])):<9} {block:>5}  "
-                         f"{str(tuple(r['shape'])):<16} {r['params']:>11,} {r['macs']:>14,}")
+                         f"{tuple(r['shape'])!s:<16} {r['params']:>11,} {r['macs']:>14,}")
         t = self.totals()
         lines.append(f"total: {t['nodes']} nodes, {t['params']:,} params, {t['macs']:,} MACs per sample "
                      f"({t['macs'] / 1e6:.1f} M)")

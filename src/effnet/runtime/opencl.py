@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from effnet.runtime.graph import Graph, Node
-from effnet.runtime.ops import pads
 from effnet.runtime.opencl_kernels import ACT_IDS, GemmTile, program_source
+from effnet.runtime.ops import pads
 
 try:
     import pyopencl as cl
@@ -32,7 +32,7 @@ INSTALL_HINT = 'pip install "effnet[opencl]"'
 TILES = (GemmTile(64, 64, 16, 4, 4), GemmTile(32, 32, 16, 4, 4), GemmTile(16, 16, 16, 2, 2))
 
 
-class OpenCLUnavailable(RuntimeError):
+class OpenCLUnavailable(OSError):
     """No pyopencl, no OpenCL platform, or no device matching the request."""
 
 
@@ -115,7 +115,15 @@ def _state(dev) -> _DeviceState:
 def _program(state: _DeviceState, source: str):
     key = hashlib.sha256(source.encode()).hexdigest()
     if key not in state.programs:
-        state.programs[key] = cl.Program(state.context, source).build()
+        try:
+            state.programs[key] = cl.Program(state.context, source).build()
+        except cl.RuntimeError as e:
+            dev = state.context.devices[0].name.strip()
+            if "unknown target CPU" in str(e):  # PoCL's LLVM is older than this CPU and cannot name it
+                raise OpenCLUnavailable(f"PoCL cannot compile for this CPU ({dev}): its LLVM does not know the "
+                                        "CPU model; use a newer PoCL or another OpenCL platform") from None
+            raise OpenCLUnavailable(f"building the runtime's OpenCL kernels failed on {dev}: "
+                                    f"{str(e).strip().splitlines()[-1]}") from None
         _BUILDS["count"] += 1
     return state.programs[key]
 

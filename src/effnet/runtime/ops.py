@@ -61,86 +61,86 @@ def _conv(op: str, x, out_channels: int | None, kernel: int, stride: int, paddin
     return OpSpec(op, (x,), attrs, dict(params or {}))
 
 
-def Input(channels: int, height: int, width: int) -> OpSpec:  # noqa: N802 - ops read like layer names
+def Input(channels: int, height: int, width: int) -> OpSpec:
     """The image: ``(channels, height, width)`` per sample; the batch size is free."""
     return OpSpec("input", (), {"shape": [int(channels), int(height), int(width)]})
 
 
 def Conv(x, out_channels: int, kernel: int = 3, stride: int = 1, *, padding: str = "symmetric",
-         bias: bool = False, act: str | None = None, params: Mapping | None = None) -> OpSpec:  # noqa: N802
+         bias: bool = False, act: str | None = None, params: Mapping | None = None) -> OpSpec:
     """Dense kxk convolution (groups 1)."""
     return _conv("conv", x, out_channels, kernel, stride, padding, bias, act, params)
 
 
-def DWConv(x, kernel: int = 3, stride: int = 1, *, padding: str = "symmetric", bias: bool = False,  # noqa: N802
+def DWConv(x, kernel: int = 3, stride: int = 1, *, padding: str = "symmetric", bias: bool = False,
            act: str | None = None, params: Mapping | None = None) -> OpSpec:
     """Depthwise kxk convolution: one filter per channel, channel count unchanged."""
     return _conv("dwconv", x, None, kernel, stride, padding, bias, act, params)
 
 
-def PWConv(x, out_channels: int, bias: bool = False, *, act: str | None = None,  # noqa: N802
+def PWConv(x, out_channels: int, bias: bool = False, *, act: str | None = None,
            params: Mapping | None = None) -> OpSpec:
     """Pointwise (1x1) convolution: a matrix product over channels at every pixel."""
     return _conv("pwconv", x, out_channels, 1, 1, "symmetric", bias, act, params)
 
 
-def BatchNorm(x, eps: float = 1e-5, *, params: Mapping | None = None) -> OpSpec:  # noqa: N802
+def BatchNorm(x, eps: float = 1e-5, *, params: Mapping | None = None) -> OpSpec:
     """Inference BatchNorm: ``(x - running_mean) / sqrt(running_var + eps) * weight + bias``."""
     return OpSpec("batchnorm", (x,), {"eps": float(eps)}, dict(params or {}))
 
 
-def Activation(x, kind: str) -> OpSpec:  # noqa: N802
+def Activation(x, kind: str) -> OpSpec:
     """A standalone activation (one of :data:`ACTIVATIONS`)."""
     if kind not in ACTIVATIONS:
         raise GraphError(f"unknown activation {kind!r}; allowed: {', '.join(ACTIVATIONS)}")
     return OpSpec("activation", (x,), {"kind": kind})
 
 
-def ReLU(x) -> OpSpec:  # noqa: N802
+def ReLU(x) -> OpSpec:
     return Activation(x, "relu")
 
 
-def ReLU6(x) -> OpSpec:  # noqa: N802
+def ReLU6(x) -> OpSpec:
     return Activation(x, "relu6")
 
 
-def SiLU(x) -> OpSpec:  # noqa: N802
+def SiLU(x) -> OpSpec:
     return Activation(x, "silu")
 
 
-def HardSwish(x) -> OpSpec:  # noqa: N802
+def HardSwish(x) -> OpSpec:
     return Activation(x, "hardswish")
 
 
-def Sigmoid(x) -> OpSpec:  # noqa: N802
+def Sigmoid(x) -> OpSpec:
     return Activation(x, "sigmoid")
 
 
-def SE(x, squeeze_channels: int, act: str = "silu", *, params: Mapping | None = None) -> OpSpec:  # noqa: N802
+def SE(x, squeeze_channels: int, act: str = "silu", *, params: Mapping | None = None) -> OpSpec:
     """Squeeze-excitation: pool -> 1x1 reduce (+bias) -> act -> 1x1 expand (+bias) -> sigmoid -> scale x."""
     if act not in ACTIVATIONS:
         raise GraphError(f"unknown activation {act!r}; allowed: {', '.join(ACTIVATIONS)}")
     return OpSpec("se", (x,), {"squeeze_channels": int(squeeze_channels), "act": act}, dict(params or {}))
 
 
-def Add(a, b, *, act: str | None = None) -> OpSpec:  # noqa: N802
+def Add(a, b, *, act: str | None = None) -> OpSpec:
     """Elementwise sum of two maps of the same shape (the residual shortcut)."""
     return OpSpec("add", (a, b), {"act": _act(act)})
 
 
-def GlobalAvgPool(x) -> OpSpec:  # noqa: N802
+def GlobalAvgPool(x) -> OpSpec:
     """Mean over the spatial axes: ``(C, H, W) -> (C,)``."""
     return OpSpec("global_avgpool", (x,), {})
 
 
-def Linear(x, out_features: int, bias: bool = True, *, act: str | None = None,  # noqa: N802
+def Linear(x, out_features: int, bias: bool = True, *, act: str | None = None,
            params: Mapping | None = None) -> OpSpec:
     """Fully connected layer on a ``(F,)`` vector."""
     return OpSpec("linear", (x,), {"out_features": int(out_features), "bias": bool(bias), "act": _act(act)},
                   dict(params or {}))
 
 
-def Identity(x, role: str = "") -> OpSpec:  # noqa: N802
+def Identity(x, role: str = "") -> OpSpec:
     """Passes its input on (dropout and stochastic depth in eval mode); the drop-identities pass removes it."""
     return OpSpec("identity", (x,), {"role": role})
 
