@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -172,6 +173,7 @@ class OpenCLEngine:
         self.tiles = device_tiles(self.device)
         self.program = _program(self.state, program_source(self.tiles))
         self.reduce_size = _pow2_at_most(min(256, self.device.max_work_group_size))
+        self.line = _pow2_at_most(min(128, self.device.max_work_group_size))  # group size of 1-D kernels
         mf = cl.mem_flags
         ctx = self.state.context
         self.weights: dict[tuple[int, str], object] = {}
@@ -200,6 +202,19 @@ class OpenCLEngine:
         result = np.empty((x.shape[0], *self.graph.output_shape), dtype=np.float32)
         cl.enqueue_copy(queue, result, plan.output, is_blocking=True)
         return result
+
+    def run_resident(self, x: np.ndarray, repeats: int) -> float:
+        """Median seconds of the kernels alone (input already on the device, no read back), by host clock."""
+        plan, queue = self._plan(x.shape[0]), self.state.queue
+        cl.enqueue_copy(queue, plan.input, x, is_blocking=True)
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            for s in plan.steps:
+                cl.enqueue_nd_range_kernel(queue, s.kernel, s.global_size, s.local_size)
+            queue.finish()
+            times.append(time.perf_counter() - t0)
+        return float(np.median(times))
 
     def profile(self, x: np.ndarray, repeats: int = 5) -> dict[int, float]:
         """Median seconds per node over ``repeats`` runs, from OpenCL profiling events (device time)."""
@@ -253,9 +268,16 @@ class _Planner:
         return self.e.weights.get((node.index, name), self.e.dummy)
 
     def step(self, node: int, name: str, args: list, gsize, lsize=None) -> None:
+        """One kernel launch.  Without ``lsize`` the first axis runs in groups of ``LINE`` (global size
+        rounded up; kernels check bounds), so no driver picks a tiny group that divides an odd size."""
         k = cl.Kernel(self.e.program, name)
         k.set_args(*[np.int32(a) if isinstance(a, (int, bool, np.integer)) else a for a in args])
-        self.steps.append(_Step(node, k, tuple(int(v) for v in gsize), lsize and tuple(int(v) for v in lsize)))
+        gsize = tuple(int(v) for v in gsize)
+        if lsize is None:
+            line = self.e.line
+            gsize = (-(-gsize[0] // line) * line, *gsize[1:])
+            lsize = (line, *(1 for _ in gsize[1:]))
+        self.steps.append(_Step(node, k, gsize, tuple(int(v) for v in lsize)))
 
     def only_reader(self, node: Node, op: str) -> Node | None:
         u = self.users[node.index]
@@ -300,7 +322,8 @@ class _Planner:
             self.step(node.index, "dwconv_pool", [*args, pooled, *geo, cl.LocalMemory(4 * ls)],
                       (self.n * c * ls,), (ls,))
         else:
-            self.step(node.index, "dwconv", [*args, *geo], (oh * ow, self.n * c))
+            total = self.n * c * oh * ow
+            self.step(node.index, "dwconv", [*args, *geo, total], (total,))
 
     def _pool(self, node: int, x, c: int, hw: int):
         pooled, ls = self.alloc(self.n * c), self.e.reduce_size
@@ -320,7 +343,8 @@ class _Planner:
             self.gated[node.index] = (x, gate)  # the pointwise conv scales its input as it reads it
         else:
             y = self.buf[node.index] = self.out_buffer(node)
-            self.step(node.index, "scale_channels", [x, gate, y, h * w], (h * w, self.n * c))
+            total = self.n * c * h * w
+            self.step(node.index, "scale_channels", [x, gate, y, h * w, total], (total,))
 
     def op_pwconv(self, node: Node) -> None:
         src = node.inputs[0]
@@ -359,8 +383,9 @@ class _Planner:
     def op_batchnorm(self, node: Node) -> None:
         c, h, w = node.shape
         y = self.buf[node.index] = self.out_buffer(node)
+        total = self.n * c * h * w
         self.step(node.index, "channel_affine", [self.buf[node.inputs[0]], self.w(node, "scale"),
-                                                 self.w(node, "shift"), y, c, h * w, 0], (h * w, self.n * c))
+                                                 self.w(node, "shift"), y, c, h * w, 0, total], (total,))
 
     def op_activation(self, node: Node) -> None:
         total = self.n * math.prod(node.shape)

@@ -95,15 +95,16 @@ inline float dw_pixel(__global const float *xc, __global const float *wc, int H,
     return acc;
 }
 
-/* Depthwise kxk with bias and activation fused; global (pixels, N*C). */
+/* Depthwise kxk with bias and activation fused; one work item per output element (1-D: no grid limits). */
 __kernel void dwconv(__global const float *x, __global const float *w, __global const float *b,
                      __global float *y, int C, int H, int W, int OH, int OW, int K, int S, int pt, int pl,
-                     int a, int has_bias) {
-    int pix = get_global_id(0), nc = get_global_id(1);
-    if (pix >= OH * OW) return;
+                     int a, int has_bias, int total) {
+    int idx = get_global_id(0);
+    if (idx >= total) return;
+    int nc = idx / (OH * OW), pix = idx - nc * (OH * OW);
     int c = nc % C, oy = pix / OW, ox = pix - oy * OW;
     float v = dw_pixel(x + (size_t)nc * H * W, w + c * K * K, H, W, K, S, pt, pl, oy, ox);
-    y[(size_t)nc * OH * OW + pix] = act(v + (has_bias ? b[c] : 0.0f), a);
+    y[idx] = act(v + (has_bias ? b[c] : 0.0f), a);
 }
 
 /* Sum of one work group's values in local memory (local size a power of two); result in s[0]. */
@@ -164,16 +165,19 @@ __kernel void se_expand(__global const float *s, __global const float *we, __glo
 }
 
 /* y[n, c, p] = x[n, c, p] * gate[n, c]: the SE scale when no consumer can fold it into its read. */
-__kernel void scale_channels(__global const float *x, __global const float *gate, __global float *y, int HW) {
-    int p = get_global_id(0), nc = get_global_id(1);
-    if (p < HW) y[(size_t)nc * HW + p] = x[(size_t)nc * HW + p] * gate[nc];
+__kernel void scale_channels(__global const float *x, __global const float *gate, __global float *y, int HW,
+                             int total) {
+    int i = get_global_id(0);
+    if (i < total) y[i] = x[i] * gate[i / HW];
 }
 
 /* Inference BatchNorm as a per-channel affine map (scale and shift precomputed), activation fused. */
 __kernel void channel_affine(__global const float *x, __global const float *scale, __global const float *shift,
-                             __global float *y, int C, int HW, int a) {
-    int p = get_global_id(0), nc = get_global_id(1), c = nc % C;
-    if (p < HW) y[(size_t)nc * HW + p] = act(x[(size_t)nc * HW + p] * scale[c] + shift[c], a);
+                             __global float *y, int C, int HW, int a, int total) {
+    int i = get_global_id(0);
+    if (i >= total) return;
+    int c = (i / HW) % C;
+    y[i] = act(x[i] * scale[c] + shift[c], a);
 }
 
 __kernel void activation(__global const float *x, __global float *y, int total, int a) {
