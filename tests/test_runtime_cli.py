@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 from PIL import Image
-from support import randomized_model
 
 from effnet import runtime as rt
 from effnet.cli import main
 from effnet.train.checkpoint import save_weights
+from support import randomized_model
 
 
 def test_devices_lists_opencl(capsys):

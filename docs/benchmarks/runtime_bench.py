@@ -66,14 +66,14 @@ def bench_model(name: str, args, results: list, tables: dict) -> None:
             if dev.type == "cuda":
                 for tf32, key in ((False, "eager"), (True, "eager-tf32")):
                     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = tf32
-                    row[key] = _median_time(lambda: tmodel(xt), args.warmup, args.runs, sync)
+                    row[key] = _median_time(lambda xt=xt: tmodel(xt), args.warmup, args.runs, sync)
                 torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
             else:
-                row["eager"] = _median_time(lambda: tmodel(xt), args.warmup, args.runs, sync)
-        row["opencl"] = _median_time(lambda: engine(x), args.warmup, args.runs)
+                row["eager"] = _median_time(lambda xt=xt: tmodel(xt), args.warmup, args.runs, sync)
+        row["opencl"] = _median_time(lambda x=x: engine(x), args.warmup, args.runs)
         row["opencl-resident"] = engine.impl.run_resident(x, args.runs)
         if ort is not None:
-            row["onnxruntime"] = _median_time(lambda: ort.run(None, {ort.get_inputs()[0].name: x}), args.warmup,
+            row["onnxruntime"] = _median_time(lambda x=x: ort.run(None, {ort.get_inputs()[0].name: x}), args.warmup,
                                               args.runs)
         results.append(row)
         print(json.dumps(row), flush=True)
