@@ -47,6 +47,19 @@ def test_engines_match_pytorch(name, size, kwargs, one_thread):
     _check(name, size, **kwargs)
 
 
+def test_both_pointwise_kernels(one_thread):
+    """The GPU's tiled GEMM and the CPU's vector rows (each device runs one) both match, with SE gates
+    folded into the read, residuals in the epilogue, and column tiles that straddle two images."""
+    model = randomized_model("efficientnet_b0", width=0.5, depth=0.5)
+    g = rt.from_model(model, input_size=40)
+    x = torch.randn(3, 3, 40, 40)
+    with torch.no_grad():
+        ref = model(x).numpy()
+    for kind in ("gemm", "rows"):
+        engine = rt.Engine(g, opencl.OpenCLEngine(g, pointwise=kind))
+        assert _rel(engine(x.numpy()), ref) < TOL, kind
+
+
 def test_unoptimized_graph_and_standalone_ops_on_opencl(one_thread):
     """optimize=False keeps BatchNorm, activations and identities as nodes: their kernels run too."""
     model = randomized_model("mobilenet_v2_035", activation="hardswish")

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from effnet.runtime.graph import Graph, Node
-from effnet.runtime.opencl_kernels import ACT_IDS, GemmTile, program_source
+from effnet.runtime.opencl_kernels import ACT_IDS, PW_ROWS, GemmTile, program_source
 from effnet.runtime.ops import pads
 
 try:
@@ -165,8 +165,12 @@ class OpenCLEngine:
 
     backend = "opencl"
 
-    def __init__(self, graph: Graph, device: int | str | None = None) -> None:
+    def __init__(self, graph: Graph, device: int | str | None = None, *, pointwise: str | None = None) -> None:
+        """``pointwise``: "gemm" (local-memory tiles, for GPUs) or "rows" (vector rows, for CPUs);
+        None picks by device type."""
         _require_cl()
+        if pointwise not in (None, "gemm", "rows"):
+            raise ValueError(f'pointwise must be "gemm", "rows" or None, got {pointwise!r}')
         self.graph = graph
         self.device = select_device(device)
         self.state = _state(self.device)
@@ -174,6 +178,8 @@ class OpenCLEngine:
         self.program = _program(self.state, program_source(self.tiles))
         self.reduce_size = _pow2_at_most(min(256, self.device.max_work_group_size))
         self.line = _pow2_at_most(min(128, self.device.max_work_group_size))  # group size of 1-D kernels
+        # CPUs (PoCL) take the barrier-free pointwise kernel; GPUs the local-memory GEMM.
+        self.cpu = bool(self.device.type & cl.device_type.CPU) if pointwise is None else pointwise == "rows"
         mf = cl.mem_flags
         ctx = self.state.context
         self.weights: dict[tuple[int, str], object] = {}
@@ -363,14 +369,16 @@ class _Planner:
         self.buf[node.index] = y
         if res is not None:
             self.buf[add.index] = y
+        args = [x, self.w(node, "weight"), self.w(node, "bias"), self.e.dummy if gate is None else gate,
+                self.e.dummy if res is None else res, y,
+                c, o, p, self.n * p, ACT_IDS[a["act"]], act2, a["bias"], gate is not None, res is not None]
+        if self.e.cpu:
+            self.step(node.index, "pw_rows", args, (-(-self.n * p // 8), -(-o // PW_ROWS)))
+            return
         tile = self._tile(o, self.n * p)
         lx, ly = tile.local_size
         gsize = (-(-self.n * p // tile.tn) * lx, -(-o // tile.tm) * ly)
-        self.step(node.index, tile.name,
-                  [x, self.w(node, "weight"), self.w(node, "bias"), self.e.dummy if gate is None else gate,
-                   self.e.dummy if res is None else res, y,
-                   c, o, p, self.n * p, ACT_IDS[a["act"]], act2, a["bias"], gate is not None, res is not None],
-                  gsize, (lx, ly))
+        self.step(node.index, tile.name, args, gsize, (lx, ly))
 
     def _tile(self, rows: int, cols: int) -> GemmTile:
         """The largest tile that still gives every compute unit a work group or two."""

@@ -201,6 +201,68 @@ __kernel void linear(__global const float *x, __global const float *w, __global 
 }
 """
 
+# Pointwise conv for CPU devices (PoCL): no local memory or barriers, which a CPU pays for dearly.  Each
+# work item computes PW_ROWS output channels of 8 neighbouring pixels as float8 vectors (one SIMD load
+# of the input per channel, one broadcast weight per output row); columns that straddle two images
+# take the scalar path.
+PW_ROWS = 8
+POINTWISE_CPU = r"""
+inline float8 act8(float8 v, int a) {
+    switch (a) {
+    case 1: return fmax(v, (float8)0.0f);
+    case 2: return fmin(fmax(v, (float8)0.0f), (float8)6.0f);
+    case 3: return v / ((float8)1.0f + exp(-v));
+    case 4: return v * fmin(fmax(v + (float8)3.0f, (float8)0.0f), (float8)6.0f) * (float8)(1.0f / 6.0f);
+    case 5: return (float8)1.0f / ((float8)1.0f + exp(-v));
+    default: return v;
+    }
+}
+
+__kernel void pw_rows(__global const float *x, __global const float *w, __global const float *b,
+                      __global const float *gate, __global const float *res, __global float *y,
+                      int C, int O, int P, int NP, int a1, int a2, int has_bias, int has_gate, int has_res) {
+    int j0 = get_global_id(0) * 8, o0 = get_global_id(1) * PW_ROWS;
+    if (j0 >= NP) return;
+    int n = j0 / P, p = j0 - n * P, rows = min(PW_ROWS, O - o0);
+    if (p + 8 <= P) {
+        float8 acc[PW_ROWS];
+        for (int i = 0; i < PW_ROWS; i++) acc[i] = (float8)0.0f;
+        __global const float *xp = x + (size_t)n * C * P + p;
+        __global const float *wp = w + (size_t)o0 * C;
+        for (int k = 0; k < C; k++) {
+            float8 v = vload8(0, xp + (size_t)k * P);
+            if (has_gate) v *= gate[n * C + k];
+            for (int i = 0; i < PW_ROWS; i++)
+                if (i < rows) acc[i] = fma((float8)wp[(size_t)i * C + k], v, acc[i]);
+        }
+        for (int i = 0; i < rows; i++) {
+            int o = o0 + i;
+            size_t at = ((size_t)n * O + o) * P + p;
+            float8 v = act8(acc[i] + (float8)(has_bias ? b[o] : 0.0f), a1);
+            if (has_res) v = act8(v + vload8(0, res + at), a2);
+            vstore8(v, 0, y + at);
+        }
+        return;
+    }
+    for (int j = j0; j < min(j0 + 8, NP); j++) {
+        int n = j / P, p = j - n * P;
+        for (int i = 0; i < rows; i++) {
+            int o = o0 + i;
+            float acc = 0.0f;
+            for (int k = 0; k < C; k++) {
+                float v = x[((size_t)n * C + k) * P + p];
+                if (has_gate) v *= gate[n * C + k];
+                acc = fma(w[(size_t)o * C + k], v, acc);
+            }
+            size_t at = ((size_t)n * O + o) * P + p;
+            float v = act(acc + (has_bias ? b[o] : 0.0f), a1);
+            if (has_res) v = act(v + res[at], a2);
+            y[at] = v;
+        }
+    }
+}
+""".replace("PW_ROWS", str(PW_ROWS))
+
 # Pointwise conv as a GEMM over (O x C) weights and (C x N*P) pixels, all images side by side so small
 # late-stage maps still fill a tile.  Tiles of both operands go through local memory; each thread
 # keeps RM x RN outputs in registers.  The epilogue adds bias, activation, the optional residual (a
@@ -263,7 +325,7 @@ void NAME(__global const float *x, __global const float *w, __global const float
 
 def program_source(tiles: tuple[GemmTile, ...]) -> str:
     """The whole program: common kernels plus one GEMM per tile shape."""
-    parts = [COMMON]
+    parts = [COMMON, POINTWISE_CPU]
     for t in tiles:
         macros = {"NAME": t.name, "TM": t.tm, "TN": t.tn, "TK": t.tk, "RM": t.rm, "RN": t.rn}
         parts += [f"#define {k} {v}" for k, v in macros.items()]
