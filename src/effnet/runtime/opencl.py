@@ -13,15 +13,14 @@ Contexts, queues and built programs are cached per device, so a second ``compile
 from __future__ import annotations
 
 import hashlib
-import math
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from effnet.runtime.graph import Graph, Node
-from effnet.runtime.opencl_kernels import ACT_IDS, PW_ROWS, GemmTile, program_source
-from effnet.runtime.ops import pads
+from effnet.runtime.graph import Graph
+from effnet.runtime.opencl_kernels import GemmTile, program_source
+from effnet.runtime.opencl_plan import Plan, Planner
 
 try:
     import pyopencl as cl
@@ -140,24 +139,8 @@ def device_tiles(dev) -> tuple[GemmTile, ...]:
     return fits
 
 
-def _pow2_at_most(n: int) -> int:
+def pow2_at_most(n: int) -> int:
     return 1 << (max(1, n).bit_length() - 1)
-
-
-@dataclass
-class _Step:
-    node: int  # graph node this step belongs to (for the per-node time table)
-    kernel: object
-    global_size: tuple[int, ...]
-    local_size: tuple[int, ...] | None
-
-
-@dataclass
-class _Plan:
-    steps: list[_Step]
-    input: object
-    output: object
-    buffers: list
 
 
 class OpenCLEngine:
@@ -176,8 +159,8 @@ class OpenCLEngine:
         self.state = _state(self.device)
         self.tiles = device_tiles(self.device)
         self.program = _program(self.state, program_source(self.tiles))
-        self.reduce_size = _pow2_at_most(min(256, self.device.max_work_group_size))
-        self.line = _pow2_at_most(min(128, self.device.max_work_group_size))  # group size of 1-D kernels
+        self.reduce_size = pow2_at_most(min(256, self.device.max_work_group_size))
+        self.line = pow2_at_most(min(128, self.device.max_work_group_size))  # group size of 1-D kernels
         # CPUs (PoCL) take the barrier-free pointwise kernel; GPUs the local-memory GEMM.
         self.cpu = bool(self.device.type & cl.device_type.CPU) if pointwise is None else pointwise == "rows"
         mf = cl.mem_flags
@@ -192,7 +175,7 @@ class OpenCLEngine:
                 self.weights[n.index, k] = cl.Buffer(ctx, mf.READ_ONLY | mf.COPY_HOST_PTR,
                                                      hostbuf=np.ascontiguousarray(v, dtype=np.float32))
         self.dummy = cl.Buffer(ctx, mf.READ_ONLY, 4)
-        self._plans: dict[int, _Plan] = {}
+        self._plans: dict[int, Plan] = {}
 
     @property
     def device_name(self) -> str:
@@ -245,174 +228,5 @@ class OpenCLEngine:
     # -- planning ---------------------------------------------------------------------------------------------
     def _plan(self, batch: int):
         if batch not in self._plans:
-            self._plans[batch] = _Planner(self, batch).plan()
+            self._plans[batch] = Planner(self, batch).plan()
         return self._plans[batch]
-
-
-class _Planner:
-    """Turns the graph into argument-bound kernel steps for one batch size."""
-
-    def __init__(self, engine: OpenCLEngine, batch: int) -> None:
-        self.e, self.n, self.g = engine, batch, engine.graph
-        self.users = self.g.consumers()
-        self.buf: dict[int, object] = {}  # node -> buffer holding its output
-        self.gated: dict[int, tuple[object, object]] = {}  # SE node -> (input buffer, gate) to fold into a read
-        self.pooled: dict[int, object] = {}  # dwconv node -> its planes' means, for the SE after it
-        self.skip: set[int] = set()  # nodes computed inside another node's step
-        self.steps: list[_Step] = []
-        self.owned: list = []  # every buffer made here: kernels hold raw handles, so keep the objects alive
-
-    def alloc(self, floats: int):
-        buf = cl.Buffer(self.e.state.context, cl.mem_flags.READ_WRITE, 4 * max(1, floats))
-        self.owned.append(buf)
-        return buf
-
-    def out_buffer(self, node: Node):
-        return self.alloc(self.n * math.prod(node.shape))
-
-    def w(self, node: Node, name: str):
-        return self.e.weights.get((node.index, name), self.e.dummy)
-
-    def step(self, node: int, name: str, args: list, gsize, lsize=None) -> None:
-        """One kernel launch.  Without ``lsize`` the first axis runs in groups of ``LINE`` (global size
-        rounded up; kernels check bounds), so no driver picks a tiny group that divides an odd size."""
-        k = cl.Kernel(self.e.program, name)
-        k.set_args(*[np.int32(a) if isinstance(a, (int, bool, np.integer)) else a for a in args])
-        gsize = tuple(int(v) for v in gsize)
-        if lsize is None:
-            line = self.e.line
-            gsize = (-(-gsize[0] // line) * line, *gsize[1:])
-            lsize = (line, *(1 for _ in gsize[1:]))
-        self.steps.append(_Step(node, k, gsize, tuple(int(v) for v in lsize)))
-
-    def only_reader(self, node: Node, op: str) -> Node | None:
-        u = self.users[node.index]
-        if len(u) == 1 and self.g.nodes[u[0]].op == op:
-            return self.g.nodes[u[0]]
-        return None
-
-    def plan(self):
-        g = self.g
-        self.buf[0] = self.out_buffer(g.nodes[0])
-        for node in g.nodes[1:]:
-            if node.index not in self.skip:
-                getattr(self, f"op_{node.op}")(node)
-        return _Plan(self.steps, self.buf[0], self.buf[len(g) - 1], self.owned)
-
-    def op_identity(self, node: Node) -> None:
-        self.buf[node.index] = self.buf[node.inputs[0]]
-
-    def _conv_geometry(self, node: Node):
-        c, h, w = self.g.nodes[node.inputs[0]].shape
-        o, oh, ow = node.shape
-        top, _, left, _ = pads(node.attrs, (c, h, w))
-        return c, h, w, o, oh, ow, node.attrs["kernel"], node.attrs["stride"], top, left
-
-    def op_conv(self, node: Node) -> None:
-        c, h, w, o, oh, ow, k, s, pt, pl = self._conv_geometry(node)
-        y = self.buf[node.index] = self.out_buffer(node)
-        a = node.attrs
-        self.step(node.index, "conv2d", [self.buf[node.inputs[0]], self.w(node, "weight"), self.w(node, "bias"), y,
-                                         c, h, w, o, oh, ow, k, s, pt, pl, ACT_IDS[a["act"]], a["bias"]],
-                  (oh * ow, -(-o // 4), self.n))
-
-    def op_dwconv(self, node: Node) -> None:
-        c, h, w, _, oh, ow, k, s, pt, pl = self._conv_geometry(node)
-        y = self.buf[node.index] = self.out_buffer(node)
-        a = node.attrs
-        args = [self.buf[node.inputs[0]], self.w(node, "weight"), self.w(node, "bias"), y]
-        geo = [c, h, w, oh, ow, k, s, pt, pl, ACT_IDS[a["act"]], a["bias"]]
-        if self.only_reader(node, "se") is not None:  # write the squeeze too, while the plane is at hand
-            pooled = self.pooled[node.index] = self.alloc(self.n * c)
-            ls = self.e.reduce_size
-            self.step(node.index, "dwconv_pool", [*args, pooled, *geo, cl.LocalMemory(4 * ls)],
-                      (self.n * c * ls,), (ls,))
-        else:
-            total = self.n * c * oh * ow
-            self.step(node.index, "dwconv", [*args, *geo, total], (total,))
-
-    def _pool(self, node: int, x, c: int, hw: int):
-        pooled, ls = self.alloc(self.n * c), self.e.reduce_size
-        self.step(node, "avgpool", [x, pooled, hw, cl.LocalMemory(4 * ls)], (self.n * c * ls,), (ls,))
-        return pooled
-
-    def op_se(self, node: Node) -> None:
-        c, h, w = node.shape
-        sq, x = node.attrs["squeeze_channels"], self.buf[node.inputs[0]]
-        pooled = self.pooled.get(node.inputs[0]) or self._pool(node.index, x, c, h * w)
-        s, gate = self.alloc(self.n * sq), self.alloc(self.n * c)
-        self.step(node.index, "se_reduce", [pooled, self.w(node, "reduce.weight"), self.w(node, "reduce.bias"), s,
-                                            c, sq, ACT_IDS[node.attrs["act"]]], (sq, self.n))
-        self.step(node.index, "se_expand", [s, self.w(node, "expand.weight"), self.w(node, "expand.bias"), gate,
-                                            c, sq], (c, self.n))
-        if self.only_reader(node, "pwconv") is not None:
-            self.gated[node.index] = (x, gate)  # the pointwise conv scales its input as it reads it
-        else:
-            y = self.buf[node.index] = self.out_buffer(node)
-            total = self.n * c * h * w
-            self.step(node.index, "scale_channels", [x, gate, y, h * w, total], (total,))
-
-    def op_pwconv(self, node: Node) -> None:
-        src = node.inputs[0]
-        x, gate = self.gated.get(src, (self.buf.get(src), None))
-        c = self.g.nodes[src].shape[0]
-        o, h, w = node.shape
-        p = h * w
-        a, act2, res = node.attrs, 0, None
-        add = self.only_reader(node, "add")
-        if add is not None and add.index == node.index + 1:
-            other = add.inputs[1] if add.inputs[0] == node.index else add.inputs[0]
-            if other != node.index and other < node.index:  # the shortcut is ready: add it in the epilogue
-                res, act2 = self.buf[other], ACT_IDS[add.attrs["act"]]
-                self.skip.add(add.index)
-        y = self.out_buffer(node)
-        self.buf[node.index] = y
-        if res is not None:
-            self.buf[add.index] = y
-        args = [x, self.w(node, "weight"), self.w(node, "bias"), self.e.dummy if gate is None else gate,
-                self.e.dummy if res is None else res, y,
-                c, o, p, self.n * p, ACT_IDS[a["act"]], act2, a["bias"], gate is not None, res is not None]
-        if self.e.cpu:
-            self.step(node.index, "pw_rows", args, (-(-self.n * p // 8), -(-o // PW_ROWS)))
-            return
-        tile = self._tile(o, self.n * p)
-        lx, ly = tile.local_size
-        gsize = (-(-self.n * p // tile.tn) * lx, -(-o // tile.tm) * ly)
-        self.step(node.index, tile.name, args, gsize, (lx, ly))
-
-    def _tile(self, rows: int, cols: int) -> GemmTile:
-        """The largest tile that still gives every compute unit a work group or two."""
-        units = self.e.device.max_compute_units
-        for t in self.e.tiles:
-            if -(-rows // t.tm) * -(-cols // t.tn) >= 2 * units:
-                return t
-        return self.e.tiles[-1]
-
-    def op_batchnorm(self, node: Node) -> None:
-        c, h, w = node.shape
-        y = self.buf[node.index] = self.out_buffer(node)
-        total = self.n * c * h * w
-        self.step(node.index, "channel_affine", [self.buf[node.inputs[0]], self.w(node, "scale"),
-                                                 self.w(node, "shift"), y, c, h * w, 0, total], (total,))
-
-    def op_activation(self, node: Node) -> None:
-        total = self.n * math.prod(node.shape)
-        y = self.buf[node.index] = self.out_buffer(node)
-        self.step(node.index, "activation", [self.buf[node.inputs[0]], y, total, ACT_IDS[node.attrs["kind"]]],
-                  (total,))
-
-    def op_add(self, node: Node) -> None:
-        total = self.n * math.prod(node.shape)
-        y = self.buf[node.index] = self.out_buffer(node)
-        a, b = (self.buf[i] for i in node.inputs)
-        self.step(node.index, "add", [a, b, y, total, ACT_IDS[node.attrs["act"]]], (total,))
-
-    def op_global_avgpool(self, node: Node) -> None:
-        c, h, w = self.g.nodes[node.inputs[0]].shape
-        self.buf[node.index] = self._pool(node.index, self.buf[node.inputs[0]], c, h * w)
-
-    def op_linear(self, node: Node) -> None:
-        (i,), (o,) = self.g.nodes[node.inputs[0]].shape, node.shape
-        y = self.buf[node.index] = self.out_buffer(node)
-        self.step(node.index, "linear", [self.buf[node.inputs[0]], self.w(node, "weight"), self.w(node, "bias"),
-                                         y, i, o, ACT_IDS[node.attrs["act"]], node.attrs["bias"]], (o, self.n))
