@@ -54,6 +54,8 @@ def bench_model(name: str, args, results: list, tables: dict) -> None:
     tmodel = model.to(dev)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     ort = _onnx_session(model, size, args) if args.device == "cpu" else None
+    if dev.type == "cuda":  # the reference in strict fp32, like the engine (cuDNN's default may use TF32)
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     for batch in args.batch_sizes:
         x = np.random.default_rng(0).standard_normal((batch, 3, size, size), dtype=np.float32)
         xt = torch.from_numpy(x).to(dev)

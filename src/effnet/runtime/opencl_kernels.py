@@ -144,14 +144,15 @@ __kernel void avgpool(__global const float *x, __global float *y, int HW, __loca
     if (lid == 0) y[nc] = scratch[0] / (float)HW;
 }
 
-/* SE excitation, first half: s[n, j] = act(br[j] + sum_c wr[j, c] * pooled[n, c]); global (S, N). */
+/* SE excitation, first half: s[n, j] = act(br[j] + sum_c wr[j, c] * pooled[n, c]); one work group per
+   (n, j) sums over the channels in parallel (a serial loop over ~1000 channels is a long dependent chain). */
 __kernel void se_reduce(__global const float *pooled, __global const float *wr, __global const float *br,
-                        __global float *s, int C, int S, int a) {
-    int j = get_global_id(0), n = get_global_id(1);
-    if (j >= S) return;
-    float acc = br[j];
-    for (int c = 0; c < C; c++) acc += wr[j * C + c] * pooled[n * C + c];
-    s[n * S + j] = act(acc, a);
+                        __global float *s, int C, int S, int a, __local float *scratch) {
+    int nj = get_group_id(0), n = nj / S, j = nj - n * S, lid = get_local_id(0);
+    float acc = 0.0f;
+    for (int c = lid; c < C; c += get_local_size(0)) acc += wr[j * C + c] * pooled[n * C + c];
+    group_sum(scratch, acc);
+    if (lid == 0) s[nj] = act(scratch[0] + br[j], a);
 }
 
 /* SE excitation, second half: gate[n, c] = sigmoid(be[c] + sum_j we[c, j] * s[n, j]); global (C, N). */
@@ -190,15 +191,6 @@ __kernel void add(__global const float *p, __global const float *q, __global flo
     if (i < total) y[i] = act(p[i] + q[i], a);
 }
 
-/* Fully connected: y[n, o] = act(b[o] + sum_i w[o, i] * x[n, i]); global (O, N). */
-__kernel void linear(__global const float *x, __global const float *w, __global const float *b,
-                     __global float *y, int I, int O, int a, int has_bias) {
-    int o = get_global_id(0), n = get_global_id(1);
-    if (o >= O) return;
-    float acc = has_bias ? b[o] : 0.0f;
-    for (int i = 0; i < I; i++) acc += w[(size_t)o * I + i] * x[(size_t)n * I + i];
-    y[(size_t)n * O + o] = act(acc, a);
-}
 """
 
 # Pointwise conv for CPU devices (PoCL): no local memory or barriers, which a CPU pays for dearly.  Each

@@ -132,8 +132,10 @@ class Planner:
         sq, x = node.attrs["squeeze_channels"], self.buf[node.inputs[0]]
         pooled = self.pooled.get(node.inputs[0]) or self._pool(node.index, x, c, h * w)
         s, gate = self.alloc(self.n * sq), self.alloc(self.n * c)
+        ls = min(self.e.reduce_size, 64)
         self.step(node.index, "se_reduce", [pooled, self.w(node, "reduce.weight"), self.w(node, "reduce.bias"), s,
-                                            c, sq, ACT_IDS[node.attrs["act"]]], (sq, self.n))
+                                            c, sq, ACT_IDS[node.attrs["act"]], cl.LocalMemory(4 * ls)],
+                  (self.n * sq * ls,), (ls,))
         self.step(node.index, "se_expand", [s, self.w(node, "expand.weight"), self.w(node, "expand.bias"), gate,
                                             c, sq], (c, self.n))
         if self.only_reader(node, "pwconv") is not None:
@@ -149,20 +151,26 @@ class Planner:
         c = self.g.nodes[src].shape[0]
         o, h, w = node.shape
         p = h * w
-        a, act2, res = node.attrs, 0, None
+        a, act2, res = node.attrs, None, None
         add = self.only_reader(node, "add")
         if add is not None and add.index == node.index + 1:
             other = add.inputs[1] if add.inputs[0] == node.index else add.inputs[0]
             if other != node.index and other < node.index:  # the shortcut is ready: add it in the epilogue
-                res, act2 = self.buf[other], ACT_IDS[add.attrs["act"]]
+                res, act2 = self.buf[other], add.attrs["act"]
                 self.skip.add(add.index)
         y = self.out_buffer(node)
         self.buf[node.index] = y
         if res is not None:
             self.buf[add.index] = y
-        args = [x, self.w(node, "weight"), self.w(node, "bias"), self.e.dummy if gate is None else gate,
-                self.e.dummy if res is None else res, y,
-                c, o, p, self.n * p, ACT_IDS[a["act"]], act2, a["bias"], gate is not None, res is not None]
+        self._pointwise(node, x, gate, res, y, c, o, p, a["act"], act2)
+
+    def _pointwise(self, node: Node, x, gate, res, y, c: int, o: int, p: int, act: str | None,
+                   act2: str | None) -> None:
+        """out[n, o, p] = act2(act(W x[n, :, p] * gate[n] + b) + res); GEMM tiles on GPUs, vector rows on CPUs."""
+        dummy, a2 = self.e.dummy, ACT_IDS[act2]
+        args = [x, self.w(node, "weight"), self.w(node, "bias"), dummy if gate is None else gate,
+                dummy if res is None else res, y, c, o, p, self.n * p, ACT_IDS[act], a2, node.attrs["bias"],
+                gate is not None, res is not None]
         if self.e.cpu:
             self.step(node.index, "pw_rows", args, (-(-self.n * p // 8), -(-o // PW_ROWS)))
             return
@@ -203,7 +211,7 @@ class Planner:
         self.buf[node.index] = self._pool(node.index, self.buf[node.inputs[0]], c, h * w)
 
     def op_linear(self, node: Node) -> None:
+        """A fully connected layer is a pointwise conv over one pixel: the same GEMM kernels."""
         (i,), (o,) = self.g.nodes[node.inputs[0]].shape, node.shape
         y = self.buf[node.index] = self.out_buffer(node)
-        self.step(node.index, "linear", [self.buf[node.inputs[0]], self.w(node, "weight"), self.w(node, "bias"),
-                                         y, i, o, ACT_IDS[node.attrs["act"]], node.attrs["bias"]], (o, self.n))
+        self._pointwise(node, self.buf[node.inputs[0]], None, None, y, i, o, 1, node.attrs["act"], None)
