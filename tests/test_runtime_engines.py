@@ -3,6 +3,8 @@
 OpenCL tests need a working OpenCL platform (``pip install "effnet[opencl]"`` gives PoCL).
 """
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -120,6 +122,15 @@ def test_bad_inputs_give_one_line_errors():
         rt.compile(engine.graph, "opencl", device="no-such-card")
     with pytest.raises(opencl.OpenCLUnavailable, match="no OpenCL device 99"):
         rt.compile(engine.graph, "opencl", device=99)
+
+
+def test_triton_backend_needs_effnet_kernels(monkeypatch):
+    monkeypatch.setitem(sys.modules, "effnet.kernels", None)  # as on a machine without the kernels
+    model = effnet.create_model("mobilenet_v1_025")
+    with pytest.raises(ValueError, match=r'backend="triton" needs effnet.kernels.FusedNet'):
+        rt.compile(model, "triton", input_size=32)
+    with pytest.raises(TypeError, match="takes a model"):
+        rt.compile(rt.from_model(model, input_size=32), "triton")
 
 
 def test_missing_pyopencl_says_what_to_install(monkeypatch):

@@ -57,24 +57,43 @@ def compile(graph_or_model, backend: str = "numpy", *, device: int | str | None 
     """A callable that runs ``graph_or_model`` (a Graph, or a model lowered with ``from_model``).
 
     ``device`` picks the OpenCL device by index (into ``effnet runtime devices``' list) or by a
-    substring of its platform or device name; ``input_size`` is for models (default: their resolution).
+    substring of its platform or device name (for "triton": a torch device, default "cuda");
+    ``input_size`` is for models (default: their resolution).
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; allowed: {', '.join(BACKENDS)}")
-    if backend == "triton":
-        return _triton(graph_or_model, device)
     graph = graph_or_model
     if not isinstance(graph, Graph):
         graph = from_model(graph_or_model, input_size=input_size)
     if backend == "numpy":
         return Engine(graph, NumpyEngine(graph))
-    return Engine(graph, OpenCLEngine(graph, device))
+    if backend == "opencl":
+        return Engine(graph, OpenCLEngine(graph, device))
+    if isinstance(graph_or_model, Graph):
+        raise TypeError('backend="triton" takes a model: effnet.kernels fuses whole blocks from model.plan')
+    return Engine(graph, _TritonImpl(graph_or_model, device))
 
 
-def _triton(model, device):
-    try:
-        from effnet.kernels import FusedNet
-    except ImportError:
-        raise ValueError('backend="triton" needs effnet.kernels.FusedNet, which this effnet does not have yet '
-                         '(use backend="opencl" or "numpy")') from None
-    return FusedNet(model) if device is None else FusedNet(model, device=device)
+class _TritonImpl:
+    """effnet.kernels' fused GPU kernels (FusedNet, fp32) behind the engine's numpy-in, numpy-out call."""
+
+    backend = "triton"
+
+    def __init__(self, model, device) -> None:
+        try:
+            # Imported here, not at the top: the kernels need torch and triton, and graph files must
+            # load and run on numpy or OpenCL where neither is installed.
+            import torch
+
+            from effnet.kernels import FusedNet
+        except ImportError as e:
+            raise ValueError(f'backend="triton" needs effnet.kernels.FusedNet (with torch and triton), which '
+                             f'cannot be imported here ({e}); use backend="opencl" or "numpy"') from None
+        self.torch = torch
+        self.device = torch.device("cuda" if device is None else device)
+        self.net = FusedNet(model, dtype=torch.float32, device=self.device)
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        with self.torch.inference_mode():
+            out = self.net(self.torch.from_numpy(x).to(self.device))
+        return out.float().cpu().numpy()
