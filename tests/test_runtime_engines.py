@@ -94,6 +94,15 @@ def test_torch_in_torch_out_and_batch_sizes():
             assert _rel(out.numpy(), model(x).numpy()) < TOL
 
 
+def test_buffers_are_reused_once_read():
+    g = rt.from_model(effnet.create_model("mobilenet_v2_100", width=0.35), input_size=32)
+    engine = rt.compile(g, "opencl")
+    engine(np.zeros((2, 3, 32, 32), np.float32))
+    plan = engine.impl._plan(2)
+    assert len(plan.buffers) <= 8 < len(g)  # a few ping-pong buffers, not one per node
+    assert plan.input is not plan.output
+
+
 def test_second_compile_builds_nothing():
     g = rt.from_model(effnet.create_model("mobilenet_v1_025"), input_size=32)
     rt.compile(g, "opencl")

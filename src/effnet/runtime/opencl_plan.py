@@ -36,8 +36,16 @@ class Plan:
     steps: list[Step]
     input: object
     output: object
-    buffers: list
+    buffers: list  # every device buffer of the plan: kernels hold raw handles, so keep the objects alive
 
+
+class _Slot:
+    """A buffer the plan needs, before memory is given to it (see :meth:`Planner.assign_memory`)."""
+
+    def __init__(self, nbytes: int) -> None:
+        self.nbytes = nbytes
+        self.first = self.last = -1  # first and last step that touch it
+        self.buffer = None
 
 
 class Planner:
@@ -51,12 +59,10 @@ class Planner:
         self.pooled: dict[int, object] = {}  # dwconv node -> its planes' means, for the SE after it
         self.skip: set[int] = set()  # nodes computed inside another node's step
         self.steps: list[Step] = []
-        self.owned: list = []  # every buffer made here: kernels hold raw handles, so keep the objects alive
+        self.args: list[list] = []  # per step, its arguments (slots until memory is assigned)
 
-    def alloc(self, floats: int):
-        buf = cl.Buffer(self.e.state.context, cl.mem_flags.READ_WRITE, 4 * max(1, floats))
-        self.owned.append(buf)
-        return buf
+    def alloc(self, floats: int) -> _Slot:
+        return _Slot(4 * max(1, floats))
 
     def out_buffer(self, node: Node):
         return self.alloc(self.n * math.prod(node.shape))
@@ -68,7 +74,11 @@ class Planner:
         """One kernel launch.  Without ``lsize`` the first axis runs in groups of ``LINE`` (global size
         rounded up; kernels check bounds), so no driver picks a tiny group that divides an odd size."""
         k = cl.Kernel(self.e.program, name)
-        k.set_args(*[np.int32(a) if isinstance(a, (int, bool, np.integer)) else a for a in args])
+        for a in args:
+            if isinstance(a, _Slot):
+                a.first = len(self.steps) if a.first < 0 else a.first
+                a.last = len(self.steps)
+        self.args.append([np.int32(a) if isinstance(a, (int, bool, np.integer)) else a for a in args])
         gsize = tuple(int(v) for v in gsize)
         if lsize is None:
             line = self.e.line
@@ -88,7 +98,42 @@ class Planner:
         for node in g.nodes[1:]:
             if node.index not in self.skip:
                 getattr(self, f"op_{node.op}")(node)
-        return Plan(self.steps, self.buf[0], self.buf[len(g) - 1], self.owned)
+        inp, out = self.buf[0], self.buf[len(g) - 1]
+        owned = self.assign_memory(pinned=(inp, out))
+        for step, args in zip(self.steps, self.args):
+            step.kernel.set_args(*[a.buffer if isinstance(a, _Slot) else a for a in args])
+        return Plan(self.steps, inp.buffer, out.buffer, owned)
+
+    def assign_memory(self, pinned: tuple[_Slot, ...]) -> list:
+        """Give each slot a device buffer, reusing one whose last reader has already been queued.
+
+        The queue is in order, so a buffer is free for the next writer as soon as the last step that
+        reads it has been enqueued.  Input and output keep buffers of their own (the host writes and
+        reads them around the steps).  Best fit among free buffers, else a new one.
+        """
+        ctx, flags = self.e.state.context, cl.mem_flags.READ_WRITE
+        slots = {id(a): a for args in self.args for a in args if isinstance(a, _Slot)}
+        for p in pinned:
+            slots.setdefault(id(p), p)
+        owned, free = [], []
+        for p in pinned:
+            p.buffer = cl.Buffer(ctx, flags, p.nbytes)
+            owned.append(p.buffer)
+        order = sorted((s for s in slots.values() if s.buffer is None), key=lambda s: s.first)
+        live: list[_Slot] = []
+        for s in order:
+            for done in [d for d in live if d.last < s.first]:
+                live.remove(done)
+                free.append(done.buffer)
+            fits = [b for b in free if b.size >= s.nbytes]
+            if fits:
+                s.buffer = min(fits, key=lambda b: b.size)
+                free.remove(s.buffer)
+            else:
+                s.buffer = cl.Buffer(ctx, flags, s.nbytes)
+                owned.append(s.buffer)
+            live.append(s)
+        return owned
 
     def op_identity(self, node: Node) -> None:
         self.buf[node.index] = self.buf[node.inputs[0]]
