@@ -5,7 +5,8 @@ node becomes zero or more *steps* (a kernel with its arguments already set), wit
 BatchNorm and activations are folded by the graph passes; a depthwise conv followed by SE also
 writes the squeeze (one work group per plane); SE's gate is applied while the next pointwise conv
 reads its input; a residual ``add`` right after a pointwise conv runs in that conv's epilogue.
-Running is then one enqueue per step and one blocking read.
+Buffers are reused once their last reader is queued.  Running is then one enqueue per step and one
+blocking read.
 
 Contexts, queues and built programs are cached per device, so a second ``compile`` builds nothing.
 """
@@ -45,21 +46,13 @@ def _require_cl():
 def devices() -> list[tuple[str, str, str]]:
     """Every OpenCL device: (platform name, device name, type), in selection-index order."""
     _require_cl()
-    out = []
-    try:
-        platforms = cl.get_platforms()
-    except cl.Error:  # pyopencl raises when the ICD loader finds no platform at all
-        platforms = []
-    for p in platforms:
-        for d in p.get_devices():
-            out.append((p.name.strip(), d.name.strip(), cl.device_type.to_string(d.type)))
-    return out
+    return [(d.platform.name.strip(), d.name.strip(), cl.device_type.to_string(d.type)) for d in _all_devices()]
 
 
 def _all_devices():
     try:
         platforms = cl.get_platforms()
-    except cl.Error:
+    except cl.Error:  # pyopencl raises when the ICD loader finds no platform at all
         platforms = []
     return [d for p in platforms for d in p.get_devices()]
 
