@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import effnet
 from effnet import runtime as rt
 from effnet.cli import main
-from effnet.train.checkpoint import save_weights
 from support import randomized_model
 
 
@@ -42,10 +42,9 @@ def test_runtime_cli_errors_are_one_line(args, message, capsys):
 
 def test_predict_with_the_opencl_engine_agrees_with_torch(tmp_path, capsys):
     model = randomized_model("mobilenet_v2_035", num_classes=3)
-    meta = {"model_config": model.config.to_dict(), "class_names": ["a", "b", "c"], "image_size": 32,
-            "crop_pct": 1.0, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
     weights = tmp_path / "best.safetensors"
-    save_weights(weights, model.state_dict(), meta)
+    effnet.save(model, weights, class_names=["a", "b", "c"], eval_size=32,
+                normalization={"mean": [0.5] * 3, "std": [0.25] * 3})
     image = tmp_path / "x.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(image)
     lines = []

@@ -1,8 +1,8 @@
 """effnet: efficient convolutional networks, faithful to the papers and as fast as their FLOPs promise.
 
-Public names are imported on first use (PEP 562), so torch-free parts -- ``effnet.config``,
-``effnet.plan``, ``effnet.tables``, ``effnet.runtime``'s graph, numpy and OpenCL engines -- import
-on a machine without PyTorch.
+The public names are imported on first use (PEP 562), so the torch-free modules (``effnet.config``,
+``effnet.plan``, ``effnet.tables``, ``effnet.errors``, ``effnet.weights.format``, the runtime's numpy
+and OpenCL backends) import on a machine without torch.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import importlib
 
 __version__ = "0.1.0"
 
-# public name -> module that defines it
+# public name -> the module that defines it
 _EXPORTS = {
     "BlockType": "effnet.tables",
     "EfficientConvNet": "effnet.model",
@@ -53,13 +53,13 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value  # later lookups skip this function
-        return value
-    raise AttributeError(f"module 'effnet' has no attribute {name!r}")
+def __getattr__(name: str) -> object:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'effnet' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value  # later look-ups skip __getattr__
+    return value
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_EXPORTS})
+    return sorted({*globals(), *__all__})

@@ -10,9 +10,9 @@ Graphs can also be written by hand, layer by layer (see :mod:`effnet.runtime.gra
 files, passes, numpy and OpenCL need only numpy, safetensors and pyopencl.
 """
 
+from effnet.errors import CheckpointError
 from effnet.runtime import ops
 from effnet.runtime.engine import BACKENDS, Engine, compile
-from effnet.runtime.files import CheckpointError
 from effnet.runtime.graph import Graph, Node, load
 from effnet.runtime.lower import from_model
 from effnet.runtime.ops import GraphError

@@ -11,8 +11,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from effnet.errors import CheckpointError
 from effnet.runtime import opencl
-from effnet.runtime.files import CheckpointError, read_kind
+from effnet.runtime.files import read_kind
 from effnet.runtime.graph import Graph, load
 from effnet.runtime.lower import from_model
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from effnet.errors import CheckpointError
 from effnet.runtime import files, ops
 from effnet.runtime.ops import GraphError, OpSpec
 
@@ -205,18 +206,18 @@ def load(path) -> Graph:
             in_shape = g.nodes[first].shape if first is not None and 0 <= first < i else ()
             names = ops.param_shapes(n["op"], n["attrs"], in_shape) if first is None or in_shape else {}
         except (KeyError, TypeError, IndexError) as e:
-            raise files.CheckpointError(f"{path}: bad graph node {i}: {e!r}") from None
+            raise CheckpointError(f"{path}: bad graph node {i}: {e!r}") from None
         params = {}
         for name, shape in names.items():
             key = f"{i}.{name}"
             if key not in tensors:
-                raise files.CheckpointError(f"{path}: graph file has no tensor {key!r} (node {i}, {n['op']})")
+                raise CheckpointError(f"{path}: graph file has no tensor {key!r} (node {i}, {n['op']})")
             if tuple(tensors[key].shape) != shape:
-                raise files.CheckpointError(f"{path}: tensor {key!r} has shape {tuple(tensors[key].shape)}, "
+                raise CheckpointError(f"{path}: tensor {key!r} has shape {tuple(tensors[key].shape)}, "
                                             f"node {i} ({n['op']}) needs {shape}")
             params[name] = tensors[key]
         try:
             g.add(OpSpec(n["op"], tuple(n["inputs"]), n["attrs"], params), block=n["block"])
         except (GraphError, KeyError, TypeError, IndexError) as e:
-            raise files.CheckpointError(f"{path}: bad graph node {i}: {e}") from None
+            raise CheckpointError(f"{path}: bad graph node {i}: {e}") from None
     return g
