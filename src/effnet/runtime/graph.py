@@ -164,8 +164,10 @@ class Graph:
         """The table the notes' engine prints: one row per node, then totals; printed and returned."""
         lines = [f"{'#':>4}  {'op':<15} {'inputs':<9} {'block':>5}  {'output':<16} {'params':>11} {'MACs':>14}"]
         for r in self.rows():
-            op = r["op"] + (f"+{r['act']}" if r["act"] and r["op"] != "activation" else "")
-            op = f"{r['op']}:{r['act']}" if r["op"] == "activation" else op
+            # "pwconv+relu6": a fused activation; "se(silu)": SE's inner one; "activation:relu6": standalone
+            op = r["op"] + (f"+{r['act']}" if r["act"] else "")
+            if r["op"] in ("activation", "se"):
+                op = f"{r['op']}:{r['act']}" if r["op"] == "activation" else f"se({r['act']})"
             block = "" if r["block"] is None else str(r["block"])
             lines.append(f"{r['index']:>4}  {op:<15} {','.join(map(str, r['inputs'])):<9} {block:>5}  "
                          f"{tuple(r['shape'])!s:<16} {r['params']:>11,} {r['macs']:>14,}")
