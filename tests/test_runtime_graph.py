@@ -65,6 +65,7 @@ def test_notes_mobilenet_v2_prefix_matches_the_model(one_thread):
         ref = model.stages[2][0](model.stages[1](model.stages[0](model.stem(x)))).numpy()
     for graph in (g, rt.optimize(g)):
         assert _rel(rt.compile(graph, "numpy")(x.numpy()), ref) < 1e-5
+        assert _rel(rt.compile(graph, "opencl")(x.numpy()), ref) < 1e-4
 
 
 def test_add_checks_references_and_shapes():
