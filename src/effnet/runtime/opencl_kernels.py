@@ -210,6 +210,48 @@ inline float8 act8(float8 v, int a) {
     }
 }
 
+/* Depthwise for CPU devices: 8 neighbouring output pixels of one row per work item, as float8; at
+   stride 1 an interior tap is one unaligned vector load, other taps fall back to scalar reads. */
+__kernel void dwconv_row8(__global const float *x, __global const float *w, __global const float *b,
+                          __global float *y, int C, int H, int W, int OH, int OW, int K, int S, int pt, int pl,
+                          int a, int has_bias, int total) {
+    int idx = get_global_id(0), groups = (OW + 7) / 8;
+    if (idx >= total) return;
+    int row = idx / groups, ox0 = (idx - row * groups) * 8;
+    int nc = row / OH, oy = row - nc * OH, c = nc % C;
+    __global const float *xc = x + (size_t)nc * H * W;
+    __global const float *wc = w + c * K * K;
+    float8 acc = (float8)0.0f;
+    for (int ky = 0; ky < K; ky++) {
+        int iy = oy * S + ky - pt;
+        if (iy < 0 || iy >= H) continue;
+        __global const float *xr = xc + iy * W;
+        for (int kx = 0; kx < K; kx++) {
+            float wv = wc[ky * K + kx];
+            int ix0 = ox0 * S + kx - pl;
+            if (S == 1 && ix0 >= 0 && ix0 + 8 <= W) {
+                acc += vload8(0, xr + ix0) * wv;
+            } else {
+                float t[8];
+                for (int j = 0; j < 8; j++) {
+                    int ix = ix0 + j * S;
+                    t[j] = (ix >= 0 && ix < W) ? xr[ix] * wv : 0.0f;
+                }
+                acc += vload8(0, t);
+            }
+        }
+    }
+    acc = act8(acc + (float8)(has_bias ? b[c] : 0.0f), a);
+    __global float *yr = y + ((size_t)nc * OH + oy) * OW;
+    if (ox0 + 8 <= OW) {
+        vstore8(acc, 0, yr + ox0);
+    } else {
+        float t[8];
+        vstore8(acc, 0, t);
+        for (int j = 0; ox0 + j < OW; j++) yr[ox0 + j] = t[j];
+    }
+}
+
 __kernel void pw_rows(__global const float *x, __global const float *w, __global const float *b,
                       __global const float *gate, __global const float *res, __global float *y,
                       int C, int O, int P, int NP, int a1, int a2, int has_bias, int has_gate, int has_res) {

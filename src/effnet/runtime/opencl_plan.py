@@ -163,6 +163,9 @@ class Planner:
             ls = self.e.reduce_size
             self.step(node.index, "dwconv_pool", [*args, pooled, *geo, cl.LocalMemory(4 * ls)],
                       (self.n * c * ls,), (ls,))
+        elif self.e.cpu:  # rows of 8 pixels as vectors
+            total = self.n * c * oh * -(-ow // 8)
+            self.step(node.index, "dwconv_row8", [*args, *geo, total], (total,))
         else:
             total = self.n * c * oh * ow
             self.step(node.index, "dwconv", [*args, *geo, total], (total,))
