@@ -1,0 +1,92 @@
+"""Per-layer-shape tile choice: a few candidate configs timed once per shape, the winner cached on disk.
+
+The cache is one JSON file per card and Triton version under ``~/.cache/effnet`` (``$XDG_CACHE_HOME``
+honoured).  Under Triton's interpreter (``TRITON_INTERPRET=1``, kernels run on the CPU) and during CUDA
+graph capture nothing is timed: the first candidate (or the cached winner) is used.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+# Candidates, best guess first.  BM/BN/BK: tile sizes; warps, stages: Triton's num_warps / num_stages.
+POINTWISE = [dict(BM=128, BN=64, BK=32, warps=4, stages=3), dict(BM=128, BN=128, BK=32, warps=8, stages=3),
+             dict(BM=64, BN=64, BK=32, warps=4, stages=3), dict(BM=128, BN=64, BK=64, warps=4, stages=3),
+             dict(BM=64, BN=128, BK=64, warps=4, stages=3), dict(BM=64, BN=32, BK=64, warps=2, stages=3)]
+DEPTHWISE = [dict(BP=64, BC=64, warps=4), dict(BP=32, BC=128, warps=4), dict(BP=128, BC=32, warps=4),
+             dict(BP=16, BC=128, warps=4), dict(BP=128, BC=64, warps=8)]
+CONV = [dict(BM=128, BN=64, BK=32, warps=4, stages=3), dict(BM=64, BN=64, BK=32, warps=4, stages=3),
+        dict(BM=128, BN=128, BK=32, warps=8, stages=3), dict(BM=64, BN=128, BK=64, warps=4, stages=2)]
+
+_memory: dict[str, dict] = {}
+_loaded: set[Path] = set()
+
+
+def interpreting() -> bool:
+    """Is Triton's CPU interpreter on?  (Triton reads the same variable.)"""
+    return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
+
+
+def cache_path() -> Path:
+    import triton
+
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "effnet"
+    card = torch.cuda.get_device_name().replace(" ", "_").replace("/", "_")
+    return base / f"kernels-{card}-triton{triton.__version__}.json"
+
+
+def _load(path: Path) -> None:
+    if path in _loaded:
+        return
+    _loaded.add(path)
+    try:
+        _memory.update(json.loads(path.read_text()))
+    except (OSError, ValueError):
+        pass  # no cache yet, or an unreadable one: tune again
+
+
+def _save(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(_memory, f, indent=0, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def _clipped(candidates: list[dict], clip: dict[str, int]) -> list[dict]:
+    out: list[dict] = []
+    for c in candidates:
+        c = {k: min(v, clip[k]) if k in clip else v for k, v in c.items()}
+        if c not in out:
+            out.append(c)
+    return out
+
+
+def pick(kind: str, key: tuple, candidates: list[dict], run: Callable[[dict], object],
+         clip: dict[str, int] | None = None) -> dict:
+    """The config to launch ``kind`` with for this shape ``key``; ``run(config)`` launches it once."""
+    cands = _clipped(candidates, clip or {})
+    if interpreting() or torch.cuda.is_current_stream_capturing():
+        return _memory.get(f"{kind}{key}", cands[0]) if not interpreting() else cands[0]
+    name = f"{kind}{key}"
+    path = cache_path()
+    _load(path)
+    if name in _memory:
+        return _memory[name]
+    from triton.testing import do_bench
+
+    times = []
+    for c in cands:
+        try:
+            times.append(do_bench(lambda c=c: run(c), warmup=3, rep=15, return_mode="median"))
+        except Exception:  # a config this card cannot run (too much shared memory, ...): skip it
+            times.append(float("inf"))
+    _memory[name] = cands[min(range(len(cands)), key=times.__getitem__)]
+    _save(path)
+    return _memory[name]
