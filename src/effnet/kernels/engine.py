@@ -16,6 +16,8 @@ Batch 1 runs as one captured CUDA graph per input shape.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -32,11 +34,13 @@ DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 def _load_ops():
     """The Triton kernels module; Triton is an optional dependency, imported only when an engine is built."""
     try:
-        from effnet.kernels import triton_ops
+        from effnet.kernels import triton_fused, triton_ops
     except ImportError as e:
         raise RuntimeError(f"the fused (triton) engine needs Triton, which is not importable here ({e}); "
                            "install it with `pip install triton` on a machine with a CUDA GPU") from None
-    return triton_ops
+    return SimpleNamespace(**{k: getattr(triton_ops, k) for k in ("ACT_CODES", "pointwise", "depthwise",
+                                                                    "se_excite", "conv")},
+                           expand_depthwise=triton_fused.expand_depthwise)
 
 
 def _pads(size_hw: tuple[int, int], kernel: int, stride: int, padding: str) -> tuple[int, int, int, int]:
@@ -56,13 +60,13 @@ class FusedNet(nn.Module):
         super().__init__()
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of torch.bfloat16, torch.float16, torch.float32; got {dtype}")
+        self.ops = _load_ops()  # first: without Triton nothing else matters
         device = torch.device(device)
         if device.type != "cuda" and not interpreting():
             raise ValueError(f"the fused (triton) engine runs on a CUDA device, got device {str(device)!r} "
                              "(TRITON_INTERPRET=1 runs its kernels on the CPU, slowly, for testing)")
         if device.type == "cuda" and not torch.cuda.is_available():
             raise RuntimeError("the fused (triton) engine needs a CUDA GPU, and torch sees none here")
-        self.ops = _load_ops()
         if isinstance(model, Plan):
             if state_dict is None:
                 raise ValueError("FusedNet(plan, state_dict): a plan needs the model's state dict")
@@ -112,7 +116,7 @@ class FusedNet(nn.Module):
     def _mbconv(self, x: torch.Tensor, L: dict) -> torch.Tensor:
         s, ops, act = L["spec"], self.ops, L["act"]
         pads = _pads(x.shape[1:3], s.kernel, s.stride, s.padding)
-        if s.has_expand and self.fuse_expand and s.stride == 1 and hasattr(ops, "expand_depthwise"):
+        if s.has_expand and self.fuse_expand and s.stride == 1:
             d, part = ops.expand_depthwise(x, *L["expand"], *L["dw"], s.kernel, pads, act, s.has_se)
         else:
             h = ops.pointwise(x, *L["expand"], act) if s.has_expand else x

@@ -22,21 +22,7 @@ import triton
 import triton.language as tl
 
 from effnet.kernels import tune
-
-ACT_CODES = {None: 0, "none": 0, "relu": 1, "relu6": 2, "silu": 3, "hardswish": 4}
-
-
-@triton.jit
-def _act(x, ACT: tl.constexpr):
-    if ACT == 1:
-        x = tl.maximum(x, 0.0)
-    elif ACT == 2:
-        x = tl.minimum(tl.maximum(x, 0.0), 6.0)
-    elif ACT == 3:
-        x = x * tl.sigmoid(x)
-    elif ACT == 4:
-        x = x * (tl.minimum(tl.maximum(x + 3.0, 0.0), 6.0) / 6.0)
-    return x
+from effnet.kernels.triton_common import ACT_CODES, _act, _p2  # noqa: F401  (ACT_CODES re-exported)
 
 
 @triton.jit
@@ -199,20 +185,16 @@ def _conv_kernel(x_ptr, w_ptr, b_ptr, w2_ptr, b2_ptr, res_ptr, out_ptr,
         tl.store(out_ptr + rows[:, None] * CO + cols[None, :], y.to(out_ptr.dtype.element_ty), mask=mask)
 
 
-def _p2(n: int, lo: int = 16) -> int:
-    return max(lo, triton.next_power_of_2(int(n)))
-
-
 def pointwise(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, act: int, *, gate: torch.Tensor | None = None,
               residual: torch.Tensor | None = None, pool: bool = False) -> torch.Tensor:
     """1x1 conv on NHWC ``x`` [N, H, W, K] with weight ``w`` [K, C_out]; returns NHWC, or the per-sample
     channel sums [N, C_out] (float32) of the activated output when ``pool`` (output map not written)."""
-    nb, h, wd, k = x.shape
+    _nb, h, wd, k = x.shape
     n_out, hw = w.shape[1], h * wd
     per_sample = gate is not None or pool
     cfg = tune.pick("pointwise", (hw, k, n_out, per_sample, gate is not None, residual is not None, pool, act),
                     tune.POINTWISE, lambda c: _pointwise_launch(x, w, bias, act, gate, residual, pool, c, per_sample),
-                    clip=dict(BN=_p2(n_out), BK=_p2(k)))
+                    clip={"BN": _p2(n_out), "BK": _p2(k)})
     return _pointwise_launch(x, w, bias, act, gate, residual, pool, cfg, per_sample)
 
 
@@ -241,11 +223,11 @@ def depthwise(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, kernel: int,
               pads: tuple[int, int, int, int], act: int, squeeze: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Depthwise conv on NHWC ``x`` with weight [k*k, C]; ``pads`` = (top, bottom, left, right).
     Returns the output and, when ``squeeze``, the per-sample per-program partial channel sums."""
-    nb, h, wd, c = x.shape
+    _nb, h, wd, c = x.shape
     oh, ow = out_size(h, kernel, stride, pads[0], pads[1]), out_size(wd, kernel, stride, pads[2], pads[3])
     cfg = tune.pick("depthwise", (h, wd, c, kernel, stride, act, squeeze), tune.DEPTHWISE,
                     lambda c_: _depthwise_launch(x, w, bias, kernel, stride, pads, act, squeeze, oh, ow, c_),
-                    clip=dict(BC=_p2(c)))
+                    clip={"BC": _p2(c)})
     return _depthwise_launch(x, w, bias, kernel, stride, pads, act, squeeze, oh, ow, cfg)
 
 
@@ -277,14 +259,14 @@ def conv(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, kernel: int, stri
          residual: torch.Tensor | None = None) -> torch.Tensor:
     """Dense kxk conv on NHWC ``x``, weight [(kh, kw, ci), C_out]; with ``proj`` = (w2 [C_out, C2], b2) the
     activated result is projected by a 1x1 conv in the same kernel; ``residual`` is added last."""
-    nb, h, wd, ci = x.shape
+    _nb, h, wd, ci = x.shape
     co = w.shape[1]
     oh, ow = out_size(h, kernel, stride, pads[0], pads[1]), out_size(wd, kernel, stride, pads[2], pads[3])
     flat = ci < 16
     key = (h, wd, ci, co, kernel, stride, act, proj is not None, residual is not None)
     cfg = tune.pick("conv", key, tune.CONV,
                     lambda c_: _conv_launch(x, w, bias, kernel, stride, pads, act, proj, residual, oh, ow, flat, c_),
-                    clip=dict(BN=_p2(co), BK=_p2(kernel * kernel * ci if flat else ci)))
+                    clip={"BN": _p2(co), "BK": _p2(kernel * kernel * ci if flat else ci)})
     return _conv_launch(x, w, bias, kernel, stride, pads, act, proj, residual, oh, ow, flat, cfg)
 
 

@@ -16,13 +16,13 @@ from pathlib import Path
 import torch
 
 # Candidates, best guess first.  BM/BN/BK: tile sizes; warps, stages: Triton's num_warps / num_stages.
-POINTWISE = [dict(BM=128, BN=64, BK=32, warps=4, stages=3), dict(BM=128, BN=128, BK=32, warps=8, stages=3),
-             dict(BM=64, BN=64, BK=32, warps=4, stages=3), dict(BM=128, BN=64, BK=64, warps=4, stages=3),
-             dict(BM=64, BN=128, BK=64, warps=4, stages=3), dict(BM=64, BN=32, BK=64, warps=2, stages=3)]
-DEPTHWISE = [dict(BP=64, BC=64, warps=4), dict(BP=32, BC=128, warps=4), dict(BP=128, BC=32, warps=4),
-             dict(BP=16, BC=128, warps=4), dict(BP=128, BC=64, warps=8)]
-CONV = [dict(BM=128, BN=64, BK=32, warps=4, stages=3), dict(BM=64, BN=64, BK=32, warps=4, stages=3),
-        dict(BM=128, BN=128, BK=32, warps=8, stages=3), dict(BM=64, BN=128, BK=64, warps=4, stages=2)]
+POINTWISE = [{"BM": 128, "BN": 64, "BK": 32, "warps": 4, "stages": 3}, {"BM": 128, "BN": 128, "BK": 32, "warps": 8, "stages": 3},
+             {"BM": 64, "BN": 64, "BK": 32, "warps": 4, "stages": 3}, {"BM": 128, "BN": 64, "BK": 64, "warps": 4, "stages": 3},
+             {"BM": 64, "BN": 128, "BK": 64, "warps": 4, "stages": 3}, {"BM": 64, "BN": 32, "BK": 64, "warps": 2, "stages": 3}]
+DEPTHWISE = [{"BP": 64, "BC": 64, "warps": 4}, {"BP": 32, "BC": 128, "warps": 4}, {"BP": 128, "BC": 32, "warps": 4},
+             {"BP": 16, "BC": 128, "warps": 4}, {"BP": 128, "BC": 64, "warps": 8}]
+CONV = [{"BM": 128, "BN": 64, "BK": 32, "warps": 4, "stages": 3}, {"BM": 64, "BN": 64, "BK": 32, "warps": 4, "stages": 3},
+        {"BM": 128, "BN": 128, "BK": 32, "warps": 8, "stages": 3}, {"BM": 64, "BN": 128, "BK": 64, "warps": 4, "stages": 2}]
 
 _memory: dict[str, dict] = {}
 _loaded: set[Path] = set()
@@ -85,7 +85,7 @@ def pick(kind: str, key: tuple, candidates: list[dict], run: Callable[[dict], ob
     for c in cands:
         try:
             times.append(do_bench(lambda c=c: run(c), warmup=3, rep=15, return_mode="median"))
-        except Exception:  # a config this card cannot run (too much shared memory, ...): skip it
+        except Exception:  # noqa: BLE001  a config this card cannot run (too much shared memory, ...): skip it
             times.append(float("inf"))
     _memory[name] = cands[min(range(len(cands)), key=times.__getitem__)]
     _save(path)
