@@ -1,3 +1,4 @@
+# ruff: noqa: B023  (every closure below is timed in the iteration that defines it)
 """The fused Triton engine on one GPU: bf16 checks, speed against torch.compile baselines, per-block times.
 
     PYTHONPATH=src PARTS=check,kernels,fused,baselines python scripts/bench_fused.py   # on the GPU, rows -> $OUT
@@ -108,7 +109,7 @@ def agreement(y: torch.Tensor, ref: torch.Tensor) -> dict:
     top1 = float((y.argmax(1) == ref.argmax(1)).float().mean())
     t5, r5 = y.topk(5, 1).indices.tolist(), ref.topk(5, 1).indices.tolist()
     overlap = [len(set(a) & set(b)) for a, b in zip(t5, r5)]
-    return dict(top1_agree=top1, top5_overlap_mean=sum(overlap) / len(overlap), top5_overlap_min=min(overlap))
+    return {"top1_agree": top1, "top5_overlap_mean": sum(overlap) / len(overlap), "top5_overlap_min": min(overlap)}
 
 
 @torch.no_grad()
@@ -147,7 +148,8 @@ def check_trained(path: str) -> None:
 
     model = effnet.load(path).cuda().eval()
     images, targets = load_digits()
-    train_cfg = json.load(open(os.path.join(os.path.dirname(path), "config.json")))["train"]
+    with open(os.path.join(os.path.dirname(path), "config.json")) as f:
+        train_cfg = json.load(f)["train"]
     res = train_cfg.get("eval_size") or train_cfg.get("image_size") or 32
     x = F.interpolate(images.float().cuda() / 255, size=(res, res), mode="bilinear", align_corners=False)
     x = (x - 0.5) / 0.5
@@ -169,7 +171,7 @@ def part_kernels() -> None:
     t = bench(lambda: b.copy_(a), 20)
     copy_gbs = 2 * a.numel() * 2 / t / 1e6
     emit(part="copy", gb_s=copy_gbs)
-    del a, b
+    a = b = None
     model = effnet.create_model("efficientnet_b0").cuda().eval()
     fused = FusedNet(model, dtype=torch.bfloat16)
     tot_ours = tot_cudnn = 0.0
@@ -214,7 +216,7 @@ def part_fused() -> None:
                  first_call_s=first)
         if name == "efficientnet_b0":
             per_block(model, fused, res)
-        del fused, model
+        fused = model = None
         torch.cuda.empty_cache()
 
 
@@ -262,7 +264,7 @@ def part_baselines() -> None:
                 t0 = time.time()
                 if make is None:
                     fn = FusedNet(randomize_bn(effnet.create_model(name)).cuda().eval(), dtype=torch.bfloat16)
-                    run = lambda fn=fn: fn(x)  # noqa: E731
+                    run = lambda fn=fn: fn(x)
                 else:
                     m = randomize_bn(make()).cuda().eval().to(memory_format=torch.channels_last)
                     cm = torch.compile(m, mode="reduce-overhead" if batch == 1 else None)
