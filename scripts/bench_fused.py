@@ -114,10 +114,12 @@ def agreement(y: torch.Tensor, ref: torch.Tensor) -> dict:
 
 @torch.no_grad()
 def part_check() -> None:
-    from effnet.kernels import FusedNet
+    from effnet.kernels import FusedNet, tune
 
+    tune.enabled = False  # correctness only: first-candidate tiles, no timing
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    for name, cin, stage, act, pad, size in BLOCKS:
+    what = os.environ.get("CHECK", "blocks,models,trained").split(",")
+    for name, cin, stage, act, pad, size in BLOCKS if "blocks" in what else ():
         cfg = ModelConfig(spec=NetSpec(cin, (stage,), None), num_classes=0, activation=act, padding=pad)
         model = randomize_bn(EfficientConvNet(cfg)).eval().cuda()
         block = model.stages[0][0]
@@ -128,15 +130,19 @@ def part_check() -> None:
             y = fused.run_block(nhwc(x).to(torch.bfloat16), fused.layers[0]).permute(0, 3, 1, 2)
             emit(part="check_block", block=name, fuse_expand=fuse, rel_err=rel(y, ref), ok=rel(y, ref) <= 2e-2)
     for name in ("efficientnet_b0", "mobilenet_v2_100", "efficientnet_v2_s", "mobilenet_v1_100",
-                 "efficientnet_lite0"):
+                 "efficientnet_lite0") if "models" in what else ():
         res = effnet.model_config(name).resolution
         model = calibrate_bn(effnet.create_model(name).cuda(), res)
         fused = FusedNet(model, dtype=torch.bfloat16)
         x = torch.randn(32, 3, res, res, device="cuda")
         ref = model(x)
         y = fused(x.to(torch.bfloat16).contiguous(memory_format=torch.channels_last))
-        emit(part="check_model", model=name, res=res, rel_err=rel(y, ref), **agreement(y, ref))
-    for path in ("runs/digits/best.safetensors", "runs/digits_b0/best.safetensors"):
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            y_torch = model(x).float()  # what bf16 alone costs, for comparison: PyTorch's own autocast
+        torch_bf16 = {f"torch_bf16_{k}": v for k, v in agreement(y_torch, ref).items()}
+        emit(part="check_model", model=name, res=res, rel_err=rel(y, ref), **agreement(y, ref),
+             torch_bf16_rel_err=rel(y_torch, ref), **torch_bf16)
+    for path in ("runs/digits/best.safetensors", "runs/digits_b0/best.safetensors") if "trained" in what else ():
         if os.path.exists(path):
             check_trained(path)
 
@@ -144,15 +150,15 @@ def part_check() -> None:
 @torch.no_grad()
 def check_trained(path: str) -> None:
     from effnet.kernels import FusedNet
-    from effnet.train.data import load_digits
+    from effnet.train.data import eval_transform, load_digits
 
     model = effnet.load(path).cuda().eval()
     images, targets = load_digits()
     with open(os.path.join(os.path.dirname(path), "config.json")) as f:
         train_cfg = json.load(f)["train"]
     res = train_cfg.get("eval_size") or train_cfg.get("image_size") or 32
-    x = F.interpolate(images.float().cuda() / 255, size=(res, res), mode="bilinear", align_corners=False)
-    x = (x - 0.5) / 0.5
+    tf = eval_transform(res, 1.0, (0.5,) * 3, (0.5,) * 3)  # the digits' eval transform, as in training
+    x = torch.stack([tf(img) for img in images]).cuda()
     ref = model(x)
     y = FusedNet(model, dtype=torch.bfloat16)(x.to(torch.bfloat16).contiguous(memory_format=torch.channels_last))
     t = targets.cuda()
@@ -215,13 +221,13 @@ def part_fused() -> None:
             emit(part="speed", who="effnet_fused", model=name, res=res, batch=batch, ms=ms, img_s=batch / ms * 1e3,
                  first_call_s=first)
         if name == "efficientnet_b0":
-            per_block(model, fused, res)
+            per_block(model, fused, FusedNet(model, dtype=torch.bfloat16, fuse_expand=False), res)
         fused = model = None
         torch.cuda.empty_cache()
 
 
 @torch.no_grad()
-def per_block(model: nn.Module, fused, res: int, batch: int = 256) -> None:
+def per_block(model: nn.Module, fused, unfused, res: int, batch: int = 256) -> None:
     """Each block timed alone on its real input: fused engine vs eager effnet (bf16, channels_last)."""
     x = channels_last_input(batch, res)
     eager = model.to(memory_format=torch.channels_last)
@@ -232,15 +238,16 @@ def per_block(model: nn.Module, fused, res: int, batch: int = 256) -> None:
                 acts.append(blk(acts[-1]))
     blocks = [blk for stage in eager.stages for blk in stage]
     for layer, blk, a, out in zip(fused.layers, blocks, acts[:-1], acts[1:]):
+        s = layer["spec"]
         a16 = a.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
         a_nhwc = nhwc(a16)
         t_fused = bench(lambda: fused.run_block(a_nhwc, layer), 20)
+        t_unfused = bench(lambda: unfused.run_block(a_nhwc, unfused.layers[s.index]), 20)
         with torch.autocast("cuda", dtype=torch.bfloat16):
             t_eager = bench(lambda: blk(a16), 20)
-        s = layer["spec"]
         nbytes = 2 * (a.numel() + out.numel())  # the fused floor: block input read once, output written once
         emit(part="per_block", index=s.index, block=s.block.value, kernel=s.kernel, stride=s.stride, expand=s.expand_ratio,
-             in_shape=list(a.shape[1:]), out_channels=s.out_channels, fused_ms=t_fused, eager_ms=t_eager,
+             in_shape=list(a.shape[1:]), out_channels=s.out_channels, fused_ms=t_fused, no_expand_fusion_ms=t_unfused, eager_ms=t_eager,
              io_mb=nbytes / 1e6, fused_gb_s=nbytes / t_fused / 1e6)
 
 

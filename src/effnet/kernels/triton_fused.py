@@ -18,7 +18,7 @@ import triton.language as tl
 
 from effnet.kernels import tune
 from effnet.kernels.triton_common import _act, _p2
-from effnet.kernels.tune import interpreting
+from effnet.kernels.tune import config, interpreting
 
 
 @triton.jit
@@ -84,10 +84,10 @@ def _expand_dw_kernel(x_ptr, we_ptr, be_ptr, wd_ptr, bd_ptr, out_ptr, part_ptr, 
 
 # Output tile (TH, TW): 14x14 (k3) and 12x12 (k5) make a 16x16 = 256-pixel halo tile; 7x7 fits 7x7 maps.
 CANDIDATES = {
-    3: [{"TH": 14, "TW": 14, "BC": 32, "BK": 32, "warps": 8, "stages": 2}, {"TH": 6, "TW": 6, "BC": 64, "BK": 32, "warps": 4, "stages": 2},
-        {"TH": 14, "TW": 14, "BC": 64, "BK": 32, "warps": 8, "stages": 2}, {"TH": 7, "TW": 7, "BC": 64, "BK": 32, "warps": 4, "stages": 2}],
-    5: [{"TH": 12, "TW": 12, "BC": 32, "BK": 32, "warps": 8, "stages": 2}, {"TH": 4, "TW": 4, "BC": 64, "BK": 32, "warps": 4, "stages": 2},
-        {"TH": 12, "TW": 12, "BC": 64, "BK": 32, "warps": 8, "stages": 2}, {"TH": 7, "TW": 7, "BC": 64, "BK": 32, "warps": 4, "stages": 2}],
+    3: [config(TH=14, TW=14, BC=32, BK=32, warps=8, stages=2), config(TH=6, TW=6, BC=64, BK=32, warps=4, stages=2),
+        config(TH=7, TW=7, BC=64, BK=32, warps=4, stages=2)],
+    5: [config(TH=12, TW=12, BC=32, BK=32, warps=8, stages=2), config(TH=4, TW=4, BC=64, BK=32, warps=4, stages=2),
+        config(TH=7, TW=7, BC=64, BK=32, warps=4, stages=2)],
 }
 PROGRAMS_PER_SM = 4
 
