@@ -173,8 +173,8 @@ def test_block_matches_pytorch(cin, stage, act, padding):
     model = randomize_bn(EfficientConvNet(cfg))
     x = torch.randn(2, cin, 9, 9)
     ref = model.stages[0][0](x)
-    for fuse in (True, False):
-        engine = FusedNet(model, dtype=torch.float32, device="cpu", fuse_expand=fuse)
+    for fuse in (True, False):  # MBConv: expand + depthwise fused or not; Fused-MBConv: ours or the library's conv
+        engine = FusedNet(model, dtype=torch.float32, device="cpu", fuse_expand=fuse, library_convs=not fuse)
         y = engine.run_block(nhwc(x), engine.layers[0])
         assert rel(y, nhwc(ref)) < 1e-4, fuse
 
@@ -186,6 +186,14 @@ def test_reduced_model_end_to_end(name, kw):
     x = torch.randn(2, 3, 32, 32)
     y = FusedNet(model, dtype=torch.float32, device="cpu")(x)
     assert y.shape == (2, 10) and rel(y, model(x)) < 1e-4
+
+
+def test_library_stem_and_pre_activation_prologue():
+    model = randomize_bn(effnet.create_model("efficientnet_v2_s", width=0.25, depth=0.1, num_classes=5,
+                                             padding="same"))
+    x = torch.randn(2, 3, 33, 33)  # odd size: SAME padding differs from symmetric at stride 2
+    y = FusedNet(model, dtype=torch.float32, device="cpu", library_convs=True)(x)
+    assert rel(y, model(x)) < 1e-4
 
 
 # --- the edges: no Triton, wrong device, wrong input -----------------------------------------------------

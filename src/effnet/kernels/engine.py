@@ -4,10 +4,12 @@
 bf16/fp16, on the GPU) -> logits (float32).  Per block kind (read from its BlockSpec):
 
 - MBConv: [1x1 expand] -> depthwise (+ SE squeeze in the same pass) -> SE FCs -> 1x1 project with the
-  SE gate applied to its A operand as it is loaded and the residual added in its epilogue.  With
-  ``fuse_expand`` a stride-1 MBConv runs expand + depthwise as one kernel (``expand_depthwise``).
+  SE gate applied to its A operand as it is loaded and the residual added in its epilogue.  A stride-1
+  MBConv can run expand + depthwise as one kernel (``expand_depthwise``); which of the two is used is
+  timed per block shape on first use (``fuse_expand=None``) or forced (True/False).
 - Fused-MBConv: kxk conv + act + 1x1 project (+ residual) in one kernel when the expanded width fits a
-  tile (<= 256); otherwise, or with SE, the less fused path (conv kernel, then project GEMM).
+  tile (<= 256), or the library's conv (cuDNN) with the activation applied in the project GEMM's
+  prologue, again timed per shape (``library_convs=None``) or forced; with SE, conv then project GEMM.
 - Depthwise-separable: depthwise, then pointwise with activation.
 - Stem: implicit-GEMM conv for few input channels; head: 1x1 conv + act + global pool in one kernel,
   classifier through torch on the pooled [N, C] vector.
@@ -23,12 +25,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from effnet.kernels import fold as folding
+from effnet.kernels import tune
 from effnet.kernels.tune import interpreting
 from effnet.layers import same_padding
 from effnet.plan import Plan
 from effnet.tables import BlockType
 
 DTYPES = (torch.bfloat16, torch.float16, torch.float32)
+TORCH_ACTS = {"relu": F.relu, "relu6": F.relu6, "silu": F.silu, "hardswish": F.hardswish}
 
 
 def _load_ops():
@@ -41,6 +45,17 @@ def _load_ops():
     return SimpleNamespace(**{k: getattr(triton_ops, k) for k in ("ACT_CODES", "pointwise", "depthwise",
                                                                     "se_excite", "conv")},
                            expand_depthwise=triton_fused.expand_depthwise)
+
+
+def _library_conv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, stride: int,
+                  pads: tuple[int, int, int, int]) -> torch.Tensor:
+    """A dense conv through PyTorch (cuDNN on the GPU) on NHWC ``x``; NHWC out, bias added, no activation."""
+    xv = x.permute(0, 3, 1, 2)  # channels_last view: no copy
+    if len(set(pads)) > 1:
+        xv, pad = F.pad(xv, (pads[2], pads[3], pads[0], pads[1])), 0
+    else:
+        pad = pads[0]
+    return F.conv2d(xv, w, b, stride, pad).permute(0, 2, 3, 1).contiguous()
 
 
 def _pads(size_hw: tuple[int, int], kernel: int, stride: int, padding: str) -> tuple[int, int, int, int]:
@@ -56,7 +71,8 @@ class FusedNet(nn.Module):
 
     def __init__(self, model: nn.Module | Plan, state_dict: dict | None = None, *,
                  dtype: torch.dtype = torch.bfloat16, device: str | torch.device = "cuda",
-                 cuda_graph: bool = True, fuse_expand: bool = True) -> None:
+                 cuda_graph: bool = True, fuse_expand: bool | None = None,
+                 library_convs: bool | None = None) -> None:
         super().__init__()
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of torch.bfloat16, torch.float16, torch.float32; got {dtype}")
@@ -74,10 +90,13 @@ class FusedNet(nn.Module):
         else:
             plan, sd = model.plan, model.state_dict()
         self.plan, self.dtype, self.device = plan, dtype, device
-        self.cuda_graph, self.fuse_expand = cuda_graph and device.type == "cuda", fuse_expand
+        self.cuda_graph = cuda_graph and device.type == "cuda"
+        # None: time both ways per block on first use (cached with the tile choices); True/False: force
+        self.fuse_expand, self.library_convs = fuse_expand, library_convs
         self.net = folding.fold(plan, sd)
         self.layers = [self._prepare_block(b) for b in self.net.blocks]
         self.stem = self._dense(self.net.stem)
+        self.stem_lib = self._library(self.net.stem)
         self.head = self._pointwise(self.net.head) if self.net.head is not None else None
         cls = self.net.classifier
         self.classifier = None if cls is None else (cls[0].to(device), cls[1].to(device))
@@ -93,6 +112,9 @@ class FusedNet(nn.Module):
     def _dense(self, c: folding.FoldedConv) -> tuple[torch.Tensor, torch.Tensor]:
         co = c.weight.shape[0]  # [co, ci, kh, kw] -> [(kh, kw, ci), co]
         return c.weight.permute(2, 3, 1, 0).reshape(-1, co).contiguous().to(self.device, self.dtype), self._f32(c.bias)
+
+    def _library(self, c: folding.FoldedConv) -> tuple[torch.Tensor, torch.Tensor]:
+        return c.weight.to(self.device, self.dtype), c.bias.to(self.device, self.dtype)
 
     def _depthwise(self, c: folding.FoldedConv) -> tuple[torch.Tensor, torch.Tensor]:
         ch, k = c.weight.shape[0], c.kernel  # [C, 1, k, k] -> [k*k, C]
@@ -110,17 +132,25 @@ class FusedNet(nn.Module):
         if fb.expand is not None:
             layer["expand"] = (self._pointwise(fb.expand) if s.block is BlockType.MBCONV
                                else self._dense(fb.expand))
+            if s.block is BlockType.FUSED_MBCONV:
+                layer["expand_lib"] = self._library(fb.expand)
         return layer
 
     # --- execution -----------------------------------------------------------------------------------
     def _mbconv(self, x: torch.Tensor, L: dict) -> torch.Tensor:
         s, ops, act = L["spec"], self.ops, L["act"]
         pads = _pads(x.shape[1:3], s.kernel, s.stride, s.padding)
-        if s.has_expand and self.fuse_expand and s.stride == 1:
-            d, part = ops.expand_depthwise(x, *L["expand"], *L["dw"], s.kernel, pads, act, s.has_se)
-        else:
+
+        def separate():
             h = ops.pointwise(x, *L["expand"], act) if s.has_expand else x
-            d, part = ops.depthwise(h, *L["dw"], s.kernel, s.stride, pads, act, s.has_se)
+            return ops.depthwise(h, *L["dw"], s.kernel, s.stride, pads, act, s.has_se)
+
+        if s.has_expand and s.stride == 1:  # expand + depthwise in one kernel, where that is faster
+            d, part = self._choose("mbconv_path", (tuple(x.shape), s.mid_channels, s.kernel, s.has_se, act), {
+                "fused": lambda: ops.expand_depthwise(x, *L["expand"], *L["dw"], s.kernel, pads, act, s.has_se),
+                "separate": separate}, None if self.fuse_expand is None else self.fuse_expand)
+        else:
+            d, part = separate()
         gate = ops.se_excite(part, d.shape[1] * d.shape[2], *L["se"], act) if s.has_se else None
         return ops.pointwise(d, *L["project"], 0, gate=gate, residual=x if s.residual else None)
 
@@ -130,7 +160,10 @@ class FusedNet(nn.Module):
         res = x if s.residual else None
         if not s.has_se and (not s.has_project or s.mid_channels <= 256):
             proj = L["project"] if s.has_project else None
-            return ops.conv(x, *L["expand"], s.kernel, s.stride, pads, act, proj=proj, residual=res)
+            return self._choose("fused_path", (tuple(x.shape), s.mid_channels, s.out_channels, s.kernel, s.stride), {
+                "triton": lambda: ops.conv(x, *L["expand"], s.kernel, s.stride, pads, act, proj=proj, residual=res),
+                "library": lambda: self._fused_library(x, L, pads)},
+                None if self.library_convs is None else not self.library_convs)
         h = ops.conv(x, *L["expand"], s.kernel, s.stride, pads, act)
         gate = None
         if s.has_se:  # not in the zoo: squeeze through torch, excitation through the SE kernel
@@ -139,6 +172,27 @@ class FusedNet(nn.Module):
             out = h * gate[:, None, None, :].to(h.dtype) if gate is not None else h
             return out + x if s.residual else out
         return ops.pointwise(h, *L["project"], 0, gate=gate, residual=res)
+
+    def _fused_library(self, x: torch.Tensor, L: dict, pads: tuple[int, int, int, int]) -> torch.Tensor:
+        """Fused-MBConv through the library's conv (cuDNN), its activation applied in the project's prologue."""
+        s = L["spec"]
+        h = _library_conv(x, *L["expand_lib"], s.stride, pads)
+        if s.has_project:
+            return self.ops.pointwise(h, *L["project"], 0, residual=x if s.residual else None, pre_act=L["act"])
+        out = TORCH_ACTS[s.activation](h, inplace=True)
+        return out.add_(x) if s.residual else out
+
+    def _choose(self, kind: str, key: tuple, paths: dict, first: bool | None):
+        """Run one of two ways of computing a block: ``first`` forces the first (True) or second (False);
+        None times both on first use of this shape and keeps the faster (cached on disk like tile choices)."""
+        names = list(paths)
+        if first is not None:
+            return paths[names[0] if first else names[1]]()
+        if tune.enabled and not tune.capturing() and not tune.known(kind, key):
+            for fn in paths.values():  # compile and tune each path's kernels before timing the paths
+                fn()
+        cfg = tune.pick(kind, key, [{"path": n} for n in names], lambda c: paths[c["path"]]())
+        return paths[cfg["path"]]()
 
     def _separable(self, x: torch.Tensor, L: dict) -> torch.Tensor:
         s = L["spec"]
@@ -158,8 +212,13 @@ class FusedNet(nn.Module):
     def forward_nhwc(self, x: torch.Tensor) -> torch.Tensor:
         """NHWC image [N, H, W, C] in the engine dtype -> logits [N, classes] (float32)."""
         st, ops = self.plan.stem, self.ops
-        x = ops.conv(x, *self.stem, st.kernel, st.stride, _pads(x.shape[1:3], st.kernel, st.stride, st.padding),
-                     ops.ACT_CODES[st.activation])
+        pads, act = _pads(x.shape[1:3], st.kernel, st.stride, st.padding), ops.ACT_CODES[st.activation]
+        img = x
+        x = self._choose("stem_path", tuple(x.shape), {
+            "triton": lambda: ops.conv(img, *self.stem, st.kernel, st.stride, pads, act),
+            "library": lambda: TORCH_ACTS[st.activation](_library_conv(img, *self.stem_lib, st.stride, pads),
+                                                         inplace=True)},
+            None if self.library_convs is None else not self.library_convs)
         for layer in self.layers:
             x = self.run_block(x, layer)
         hw = x.shape[1] * x.shape[2]
@@ -181,7 +240,7 @@ class FusedNet(nn.Module):
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self._check(x)
-        if not (self.cuda_graph and x.shape[0] == 1):
+        if not self.cuda_graph:
             return self.forward_nhwc(x)
         key = (tuple(x.shape), x.device.index)
         if key not in self._graphs:

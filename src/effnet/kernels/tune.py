@@ -7,6 +7,7 @@ graph capture nothing is timed: the first candidate (or the cached winner) is us
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import tempfile
@@ -38,6 +39,7 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
 
 
+@functools.cache
 def cache_path() -> Path:
     import triton
 
@@ -73,18 +75,32 @@ def _clipped(candidates: list[dict], clip: dict[str, int]) -> list[dict]:
     return out
 
 
+def capturing() -> bool:
+    """Is a CUDA graph being captured on the current stream?  (Nothing may be timed then.)"""
+    return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
+
+
+def known(kind: str, key: tuple) -> bool:
+    """Has a choice for this shape been made (in this process, or cached on disk)?"""
+    name = f"{kind}{key}"
+    if name not in _memory and not interpreting():
+        _load(cache_path())
+    return interpreting() or name in _memory
+
+
 def pick(kind: str, key: tuple, candidates: list[dict], run: Callable[[dict], object],
          clip: dict[str, int] | None = None) -> dict:
     """The config to launch ``kind`` with for this shape ``key``; ``run(config)`` launches it once."""
+    name = f"{kind}{key}"
+    if name in _memory:  # the hot path: one dict lookup per launch
+        return _memory[name]
     cands = _clipped(candidates, clip or {})
     if interpreting():
         return cands[0]
-    name = f"{kind}{key}"
-    path = cache_path()
-    _load(path)
+    _load(cache_path())
     if name in _memory:
         return _memory[name]
-    if not enabled or torch.cuda.is_current_stream_capturing():
+    if not enabled or capturing():
         return cands[0]
     from triton.testing import do_bench
 
@@ -95,5 +111,5 @@ def pick(kind: str, key: tuple, candidates: list[dict], run: Callable[[dict], ob
         except Exception:  # noqa: BLE001  a config this card cannot run (too much shared memory, ...): skip it
             times.append(float("inf"))
     _memory[name] = cands[min(range(len(cands)), key=times.__getitem__)]
-    _save(path)
+    _save(cache_path())
     return _memory[name]
