@@ -6,9 +6,9 @@
 
 Parts: ``check`` (every block type, bf16 fused vs float32 PyTorch; whole models with calibrated BN statistics;
 models trained by ``effnet train`` if runs/digits*/best.safetensors exist), ``kernels`` (copy bandwidth; each
-depthwise layer of B0 alone, ours vs cuDNN), ``fused`` (FusedNet per model; per-block time of B0 fused vs
-eager effnet), ``baselines`` (torchvision + torch.compile, effnet BN-folded + torch.compile; batch 1 with CUDA
-graphs).  Medians of CUDA-event timings.
+depthwise layer of B0 alone, ours vs cuDNN), ``fused`` (FusedNet per model), ``blocks`` (per-block GPU time
+of B0: fused vs eager effnet), ``baselines`` (torchvision + torch.compile, effnet BN-folded + torch.compile,
+FusedNet, in one loop; batch 1 with CUDA graphs).  Medians of CUDA-event timings.
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ def part_check() -> None:
         model = randomize_bn(EfficientConvNet(cfg)).eval().cuda()
         block = model.stages[0][0]
         for fuse in (True, False):
-            fused = FusedNet(model, dtype=torch.bfloat16, fuse_expand=fuse)
+            fused = FusedNet(model, dtype=torch.bfloat16, fuse_expand=fuse, library_convs=not fuse)
             x = torch.randn(8, cin, size, size, device="cuda")
             ref = block(x)
             y = fused.run_block(nhwc(x).to(torch.bfloat16), fused.layers[0]).permute(0, 3, 1, 2)
@@ -219,15 +219,40 @@ def part_fused() -> None:
             ms = bench(lambda: fused(x), 100 if batch == 1 else 20)
             emit(part="speed", who="effnet_fused", model=name, res=res, batch=batch, ms=ms, img_s=batch / ms * 1e3,
                  first_call_s=first)
-        if name == "efficientnet_b0":
-            per_block(model, fused, FusedNet(model, dtype=torch.bfloat16, fuse_expand=False), res)
         fused = model = None
         torch.cuda.empty_cache()
 
 
 @torch.no_grad()
+def part_blocks() -> None:
+    from effnet.kernels import FusedNet, tune
+
+    model = randomize_bn(effnet.create_model("efficientnet_b0")).cuda().eval()
+    fused = FusedNet(model, dtype=torch.bfloat16)
+    fused(channels_last_input(256, 224))  # tune, and choose each block's path
+    per_block(model, fused, FusedNet(model, dtype=torch.bfloat16, fuse_expand=False), 224)
+    emit(part="paths", choices={k: v["path"] for k, v in tune._memory.items() if "path" in v})
+
+
+def graph_ms(fn, autocast: bool = False) -> float:
+    """GPU time of ``fn`` alone: captured in a CUDA graph (no launch gaps, no host work), replays timed."""
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+        fn()
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            fn()
+        torch.cuda.current_stream().wait_stream(side)
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            fn()
+    return bench(g.replay, 20)
+
+
+@torch.no_grad()
 def per_block(model: nn.Module, fused, unfused, res: int, batch: int = 256) -> None:
-    """Each block timed alone on its real input: fused engine vs eager effnet (bf16, channels_last)."""
+    """Each block timed alone on its real input, as a CUDA graph: fused engine (with the path it chose),
+    fused engine without expand+depthwise fusion, eager effnet (bf16 autocast, channels_last)."""
     x = channels_last_input(batch, res)
     eager = model.to(memory_format=torch.channels_last)
     with torch.autocast("cuda", dtype=torch.bfloat16):
@@ -240,10 +265,9 @@ def per_block(model: nn.Module, fused, unfused, res: int, batch: int = 256) -> N
         s = layer["spec"]
         a16 = a.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
         a_nhwc = nhwc(a16)
-        t_fused = bench(lambda: fused.run_block(a_nhwc, layer), 20)
-        t_unfused = bench(lambda: unfused.run_block(a_nhwc, unfused.layers[s.index]), 20)
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            t_eager = bench(lambda: blk(a16), 20)
+        t_fused = graph_ms(lambda: fused.run_block(a_nhwc, layer))
+        t_unfused = graph_ms(lambda: unfused.run_block(a_nhwc, unfused.layers[s.index]))
+        t_eager = graph_ms(lambda: blk(a16), autocast=True)
         nbytes = 2 * (a.numel() + out.numel())  # the fused floor: block input read once, output written once
         emit(part="per_block", index=s.index, block=s.block.value, kernel=s.kernel, stride=s.stride, expand=s.expand_ratio,
              in_shape=list(a.shape[1:]), out_channels=s.out_channels, fused_ms=t_fused, no_expand_fusion_ms=t_unfused, eager_ms=t_eager,
@@ -309,7 +333,8 @@ def main() -> None:
          parts=parts, argv=sys.argv)
     for p in parts:
         t0 = time.time()
-        {"check": part_check, "kernels": part_kernels, "fused": part_fused, "baselines": part_baselines}[p]()
+        {"check": part_check, "kernels": part_kernels, "fused": part_fused, "baselines": part_baselines,
+         "blocks": part_blocks}[p]()
         emit(part="timing", section=p, seconds=time.time() - t0)
 
 
