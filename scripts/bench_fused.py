@@ -281,7 +281,10 @@ def part_baselines() -> None:
     from effnet.kernels import FusedNet
 
     torch.backends.cudnn.benchmark = True
+    only = os.environ.get("ONLY", ",".join(MODELS)).split(",")
     for name, (tv_name, res) in MODELS.items():
+        if name not in only:
+            continue
         batches = (256, 1) if name == "efficientnet_b0" else (256,)
         makers = {
             "torchvision_compile": lambda: getattr(torchvision.models, tv_name)(),
@@ -311,6 +314,34 @@ def part_baselines() -> None:
                 torch.cuda.empty_cache()
 
 
+@torch.no_grad()
+def part_profile() -> None:
+    """Device time of fused B0 at batch 256 by kernel (torch.profiler, no CUDA graph), per forward."""
+    from collections import defaultdict
+
+    from effnet.kernels import FusedNet
+
+    model = randomize_bn(effnet.create_model("efficientnet_b0")).cuda().eval()
+    fused = FusedNet(model, dtype=torch.bfloat16, cuda_graph=False)
+    x = channels_last_input(256, 224)
+    for _ in range(3):
+        fused(x)
+    torch.cuda.synchronize()
+    reps = 5
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        for _ in range(reps):
+            fused(x)
+        torch.cuda.synchronize()
+    totals, calls = defaultdict(float), defaultdict(int)
+    for evt in prof.key_averages():
+        t = getattr(evt, "self_device_time_total", None) or getattr(evt, "self_cuda_time_total", 0)
+        if t:
+            totals[evt.key[:60]] += t / 1e3 / reps
+            calls[evt.key[:60]] += evt.count // reps
+    emit(part="profile", model="efficientnet_b0", batch=256, total_ms=sum(totals.values()),
+         kernels={k: [round(v, 4), calls[k]] for k, v in sorted(totals.items(), key=lambda kv: -kv[1])})
+
+
 def fold_bn(m: nn.Module) -> nn.Module:
     """As /work/shared/probes/fold_probe.py: BN folded into each ConvNormAct's conv (bias added)."""
     from effnet.layers import ConvNormAct
@@ -334,7 +365,7 @@ def main() -> None:
     for p in parts:
         t0 = time.time()
         {"check": part_check, "kernels": part_kernels, "fused": part_fused, "baselines": part_baselines,
-         "blocks": part_blocks}[p]()
+         "blocks": part_blocks, "profile": part_profile}[p]()
         emit(part="timing", section=p, seconds=time.time() - t0)
 
 

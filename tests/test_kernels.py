@@ -99,21 +99,19 @@ def test_depthwise_and_squeeze(k, stride, padding):
     c, hw = 20, 11
     x, w, b = torch.randn(2, hw, hw, c), torch.randn(c, 1, k, k), torch.randn(c)
     pads = _pads((hw, hw), k, stride, padding)
-    y, part = ops.depthwise(x, w.reshape(c, k * k).t().contiguous(), b, k, stride, pads, 2, True)
+    y, pooled = ops.depthwise(x, w.reshape(c, k * k).t().contiguous(), b, k, stride, pads, 2, True)
     xp = F.pad(x.permute(0, 3, 1, 2), (pads[2], pads[3], pads[0], pads[1]))
     ref = F.relu6(F.conv2d(xp, w, b, stride, groups=c))
     assert y.shape == nhwc(ref).shape
     assert rel(y, nhwc(ref)) < 1e-5
-    assert rel(part.sum(1), ref.sum((2, 3))) < 1e-5
+    assert rel(pooled, ref.sum((2, 3))) < 1e-5
 
 
 def test_se_excite():
-    n, c, s, parts, hw = 3, 40, 6, 4, 25
-    part, w1, b1, w2, b2 = (torch.randn(n, parts, c), torch.randn(s, c), torch.randn(s), torch.randn(c, s),
-                            torch.randn(c))
-    gate = ops.se_excite(part, hw, w1, b1, w2, b2, 3)
-    pooled = part.sum(1) / hw
-    assert rel(gate, torch.sigmoid(F.silu(pooled @ w1.t() + b1) @ w2.t() + b2)) < 1e-5
+    n, c, s, hw = 19, 80, 6, 25  # more samples than one program's 16, more channels than its 64
+    sums, w1, b1, w2, b2 = torch.randn(n, c), torch.randn(s, c), torch.randn(s), torch.randn(c, s), torch.randn(c)
+    gate = ops.se_excite(sums, hw, w1, b1, w2, b2, 3)
+    assert rel(gate, torch.sigmoid(F.silu(sums / hw @ w1.t() + b1) @ w2.t() + b2)) < 1e-5
 
 
 @pytest.mark.parametrize("ci,co,stride,proj,res", [(3, 24, 2, False, False), (12, 20, 1, False, True),
@@ -141,11 +139,11 @@ def test_expand_depthwise_fused(k, hw):
     x, we, be = torch.randn(2, hw, hw, ci), torch.randn(ci, c), torch.randn(c)
     wd, bd = torch.randn(c, 1, k, k), torch.randn(c)
     pads = _pads((hw, hw), k, 1, "symmetric")
-    y, part = fused_ops.expand_depthwise(x, we, be, wd.reshape(c, k * k).t().contiguous(), bd, k, pads, 3, True)
+    y, pooled = fused_ops.expand_depthwise(x, we, be, wd.reshape(c, k * k).t().contiguous(), bd, k, pads, 3, True)
     e = F.silu(x @ we + be).permute(0, 3, 1, 2)
     ref = F.silu(F.conv2d(e, wd, bd, 1, k // 2, groups=c))
     assert rel(y, nhwc(ref)) < 1e-5
-    assert rel(part.sum(1), ref.sum((2, 3))) < 1e-5
+    assert rel(pooled, ref.sum((2, 3))) < 1e-5
 
 
 # --- each block type through the engine ----------------------------------------------------------------

@@ -146,12 +146,12 @@ class FusedNet(nn.Module):
             return ops.depthwise(h, *L["dw"], s.kernel, s.stride, pads, act, s.has_se)
 
         if s.has_expand and s.stride == 1:  # expand + depthwise in one kernel, where that is faster
-            d, part = self._choose("mbconv_path", (tuple(x.shape), s.mid_channels, s.kernel, s.has_se, act), {
+            d, pooled = self._choose("mbconv_path", (tuple(x.shape), s.mid_channels, s.kernel, s.has_se, act), {
                 "fused": lambda: ops.expand_depthwise(x, *L["expand"], *L["dw"], s.kernel, pads, act, s.has_se),
                 "separate": separate}, None if self.fuse_expand is None else self.fuse_expand)
         else:
-            d, part = separate()
-        gate = ops.se_excite(part, d.shape[1] * d.shape[2], *L["se"], act) if s.has_se else None
+            d, pooled = separate()
+        gate = ops.se_excite(pooled, d.shape[1] * d.shape[2], *L["se"], act) if s.has_se else None
         return ops.pointwise(d, *L["project"], 0, gate=gate, residual=x if s.residual else None)
 
     def _fused_mbconv(self, x: torch.Tensor, L: dict) -> torch.Tensor:
@@ -167,7 +167,7 @@ class FusedNet(nn.Module):
         h = ops.conv(x, *L["expand"], s.kernel, s.stride, pads, act)
         gate = None
         if s.has_se:  # not in the zoo: squeeze through torch, excitation through the SE kernel
-            gate = ops.se_excite(h.float().sum((1, 2))[:, None], h.shape[1] * h.shape[2], *L["se"], act)
+            gate = ops.se_excite(h.float().sum((1, 2)), h.shape[1] * h.shape[2], *L["se"], act)
         if not s.has_project:
             out = h * gate[:, None, None, :].to(h.dtype) if gate is not None else h
             return out + x if s.residual else out

@@ -22,7 +22,7 @@ from effnet.kernels.tune import config, interpreting
 
 
 @triton.jit
-def _expand_dw_kernel(x_ptr, we_ptr, be_ptr, wd_ptr, bd_ptr, out_ptr, part_ptr, scratch_ptr,
+def _expand_dw_kernel(x_ptr, we_ptr, be_ptr, wd_ptr, bd_ptr, out_ptr, pool_ptr, scratch_ptr,
                       H, W, CI, C, pad, tiles_h, tiles_w, n_cb, n_tiles,
                       KS: tl.constexpr, ACT: tl.constexpr, SQUEEZE: tl.constexpr,
                       TH: tl.constexpr, TW: tl.constexpr, HP: tl.constexpr, OP: tl.constexpr,
@@ -78,8 +78,7 @@ def _expand_dw_kernel(x_ptr, we_ptr, be_ptr, wd_ptr, bd_ptr, out_ptr, part_ptr, 
         tl.store(out_ptr + ((n.to(tl.int64) * H + oh) * W + ow)[:, None] * C + c[None, :],
                  y.to(out_ptr.dtype.element_ty), mask=mask)
         if SQUEEZE:
-            tl.store(part_ptr + (n * tiles_h * tiles_w + th_i * tiles_w + tw_i) * C + c,
-                     tl.sum(tl.where(mask, y, 0.0), axis=0), mask=c_mask)
+            tl.atomic_add(pool_ptr + n * C + c, tl.sum(tl.where(mask, y, 0.0), axis=0), mask=c_mask)
 
 
 # Output tile (TH, TW): 14x14 (k3) and 12x12 (k5) make a 16x16 = 256-pixel halo tile; 7x7 fits 7x7 maps.
@@ -96,7 +95,7 @@ def expand_depthwise(x: torch.Tensor, we: torch.Tensor, be: torch.Tensor, wd: to
                      kernel: int, pads: tuple[int, int, int, int], act: int,
                      squeeze: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Stride-1 expand (``we`` [C_in, C]) + depthwise (``wd`` [k*k, C]) on NHWC ``x``; returns the depthwise
-    output [N, H, W, C] and, when ``squeeze``, per-sample per-tile partial channel sums [N, tiles, C]."""
+    output [N, H, W, C] and, when ``squeeze``, its per-sample channel sums [N, C] (float32)."""
     assert len(set(pads)) == 1 and pads[0] == (kernel - 1) // 2, pads  # stride 1, odd k: symmetric
     h, w, ci = x.shape[1:]
     c = we.shape[1]
@@ -119,10 +118,10 @@ def _launch(x, we, be, wd, bd, kernel, act, squeeze, cfg):
     else:
         grid = min(n_tiles, PROGRAMS_PER_SM * torch.cuda.get_device_properties(x.device).multi_processor_count)
     out = x.new_empty((nb, h, w, c))
-    part = torch.empty((nb, tiles_h * tiles_w, c), device=x.device, dtype=torch.float32) if squeeze else None
+    pooled = torch.zeros((nb, c), device=x.device, dtype=torch.float32) if squeeze else None
     scratch = x.new_empty((grid, hp, bc))
     _expand_dw_kernel[(grid,)](
-        x, we, be, wd, bd, out, part if squeeze else out, scratch, h, w, ci, c, (kernel - 1) // 2,
+        x, we, be, wd, bd, out, pooled if squeeze else out, scratch, h, w, ci, c, (kernel - 1) // 2,
         tiles_h, tiles_w, n_cb, n_tiles, KS=kernel, ACT=act, SQUEEZE=squeeze, TH=th, TW=tw, HP=hp, OP=op,
         BC=bc, BK=cfg["BK"], num_warps=cfg["warps"], num_stages=cfg["stages"])
-    return out, part
+    return out, pooled

@@ -6,9 +6,9 @@ a fused engine is built, so ``import effnet.kernels`` works where Triton is not 
 Kernels (each with bias + activation in its epilogue):
 - ``pointwise``: 1x1 conv as a GEMM [pixels, C_in] x [C_in, C_out]; prologue: SE gate scales A as it
   is loaded; epilogue: residual add, or per-sample partial sums for global pooling (the head).
-- ``depthwise``: kxk depthwise conv, stride 1/2, any padding; writes the SE squeeze's per-sample,
-  per-channel partial sums in the same pass.
-- ``se_excite``: the SE's two FCs on the pooled partial sums -> sigmoid gate [N, C].
+- ``depthwise``: kxk depthwise conv, stride 1/2, any padding; the SE squeeze (per-sample channel sums)
+  in the same pass, each program adding its tile's sums atomically.
+- ``se_excite``: the SE's two FCs on the pooled sums -> sigmoid gate [N, C].
 - ``conv``: kxk dense conv as an implicit GEMM (the stem with 3 input channels, Fused-MBConv's expand),
   optionally followed in the same kernel by the 1x1 project GEMM and the residual.
 - ``expand_depthwise``: 1x1 expand + kxk depthwise in one kernel; the expanded tile with its halo
@@ -69,7 +69,7 @@ def _pointwise_kernel(a_ptr, w_ptr, bias_ptr, gate_ptr, res_ptr, out_ptr, pool_p
 
 
 @triton.jit
-def _depthwise_kernel(x_ptr, w_ptr, bias_ptr, out_ptr, part_ptr,
+def _depthwise_kernel(x_ptr, w_ptr, bias_ptr, out_ptr, pool_ptr,
                       H, W, C, OH, OW, pad_t, pad_l, n_pblocks,
                       KS: tl.constexpr, STRIDE: tl.constexpr, ACT: tl.constexpr, SQUEEZE: tl.constexpr,
                       BP: tl.constexpr, BC: tl.constexpr):
@@ -99,33 +99,31 @@ def _depthwise_kernel(x_ptr, w_ptr, bias_ptr, out_ptr, part_ptr,
     out_img = out_ptr + n.to(tl.int64) * OH * OW * C
     tl.store(out_img + p[:, None] * C + c[None, :], y.to(out_ptr.dtype.element_ty), mask=mask)
     if SQUEEZE:
-        tl.store(part_ptr + pid * C + c, tl.sum(tl.where(mask, y, 0.0), axis=0), mask=c_mask)
+        tl.atomic_add(pool_ptr + n * C + c, tl.sum(tl.where(mask, y, 0.0), axis=0), mask=c_mask)
 
 
 @triton.jit
-def _se_kernel(part_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, gate_ptr, NB, C, S, n_parts, inv_hw,
+def _se_kernel(pool_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, gate_ptr, NB, C, S, inv_hw,
                ACT: tl.constexpr, BNS: tl.constexpr, BC: tl.constexpr, BS: tl.constexpr):
+    # Program (i, j): samples i*BNS.., gate channels j*BC..; every program redoes the (tiny) reduce FC, so
+    # the grid is wide enough to hide latency even at batch 1.
     rn = tl.program_id(0) * BNS + tl.arange(0, BNS)
     n_mask = rn < NB
     rs = tl.arange(0, BS)
     s_mask = rs < S
     h = tl.zeros((BNS, BS), dtype=tl.float32)
-    for c0 in range(0, C, BC):  # squeeze (sum the partials) and reduce FC, chunk by chunk of channels
+    for c0 in range(0, C, BC):  # reduce FC on the pooled means, chunk by chunk of channels
         rc = c0 + tl.arange(0, BC)
         c_mask = rc < C
-        pooled = tl.zeros((BNS, BC), dtype=tl.float32)
-        for j in range(n_parts):
-            pooled += tl.load(part_ptr + (rn[:, None] * n_parts + j) * C + rc[None, :],
-                              mask=n_mask[:, None] & c_mask[None, :], other=0.0)
+        pooled = tl.load(pool_ptr + rn[:, None] * C + rc[None, :], mask=n_mask[:, None] & c_mask[None, :], other=0.0)
         w1 = tl.load(w1_ptr + rs[None, :] * C + rc[:, None], mask=c_mask[:, None] & s_mask[None, :], other=0.0)
         h = tl.dot(pooled * inv_hw, w1, h)
     h = _act(h + tl.load(b1_ptr + rs, mask=s_mask, other=0.0)[None, :], ACT)
-    for c0 in range(0, C, BC):  # expand FC + sigmoid
-        rc = c0 + tl.arange(0, BC)
-        c_mask = rc < C
-        w2 = tl.load(w2_ptr + rc[None, :] * S + rs[:, None], mask=s_mask[:, None] & c_mask[None, :], other=0.0)
-        g = tl.dot(h, w2) + tl.load(b2_ptr + rc, mask=c_mask, other=0.0)[None, :]
-        tl.store(gate_ptr + rn[:, None] * C + rc[None, :], tl.sigmoid(g), mask=n_mask[:, None] & c_mask[None, :])
+    rc = tl.program_id(1) * BC + tl.arange(0, BC)  # expand FC + sigmoid for this program's channels
+    c_mask = rc < C
+    w2 = tl.load(w2_ptr + rc[None, :] * S + rs[:, None], mask=s_mask[:, None] & c_mask[None, :], other=0.0)
+    g = tl.dot(h, w2) + tl.load(b2_ptr + rc, mask=c_mask, other=0.0)[None, :]
+    tl.store(gate_ptr + rn[:, None] * C + rc[None, :], tl.sigmoid(g), mask=n_mask[:, None] & c_mask[None, :])
 
 
 @triton.jit
@@ -226,7 +224,7 @@ def out_size(size: int, kernel: int, stride: int, pad_before: int, pad_after: in
 def depthwise(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, kernel: int, stride: int,
               pads: tuple[int, int, int, int], act: int, squeeze: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Depthwise conv on NHWC ``x`` with weight [k*k, C]; ``pads`` = (top, bottom, left, right).
-    Returns the output and, when ``squeeze``, the per-sample per-program partial channel sums."""
+    Returns the output and, when ``squeeze``, its per-sample channel sums [N, C] (float32)."""
     _nb, h, wd, c = x.shape
     oh, ow = out_size(h, kernel, stride, pads[0], pads[1]), out_size(wd, kernel, stride, pads[2], pads[3])
     cfg = tune.pick("depthwise", (h, wd, c, kernel, stride, act, squeeze), tune.DEPTHWISE,
@@ -240,21 +238,21 @@ def _depthwise_launch(x, w, bias, kernel, stride, pads, act, squeeze, oh, ow, cf
     bp, bc = cfg["BP"], min(cfg["BC"], _p2(c))
     npb = triton.cdiv(oh * ow, bp)
     out = x.new_empty((nb, oh, ow, c))
-    part = torch.empty((nb, npb, c), device=x.device, dtype=torch.float32) if squeeze else None
+    pooled = torch.zeros((nb, c), device=x.device, dtype=torch.float32) if squeeze else None
     _depthwise_kernel[(nb * npb, triton.cdiv(c, bc))](
-        x, w, bias, out, part if squeeze else out, h, wd, c, oh, ow, pads[0], pads[2], npb,
+        x, w, bias, out, pooled if squeeze else out, h, wd, c, oh, ow, pads[0], pads[2], npb,
         KS=kernel, STRIDE=stride, ACT=act, SQUEEZE=squeeze, BP=bp, BC=bc, num_warps=cfg["warps"])
-    return out, part
+    return out, pooled
 
 
-def se_excite(part: torch.Tensor, hw: int, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor,
+def se_excite(pooled: torch.Tensor, hw: int, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor,
               b2: torch.Tensor, act: int) -> torch.Tensor:
-    """Partial channel sums [N, P, C] -> SE gate [N, C] (float32): mean, reduce FC, act, expand FC, sigmoid."""
-    nb, n_parts, c = part.shape
+    """Per-sample channel sums [N, C] -> SE gate [N, C] (float32): mean, reduce FC, act, expand FC, sigmoid."""
+    nb, c = pooled.shape
     s = w1.shape[0]
-    gate = torch.empty((nb, c), device=part.device, dtype=torch.float32)
-    _se_kernel[(triton.cdiv(nb, 16),)](part, w1, b1, w2, b2, gate, nb, c, s, n_parts, 1.0 / hw,
-                                       ACT=act, BNS=16, BC=64, BS=_p2(s), num_warps=4)
+    gate = torch.empty((nb, c), device=pooled.device, dtype=torch.float32)
+    _se_kernel[(triton.cdiv(nb, 16), triton.cdiv(c, 64))](pooled, w1, b1, w2, b2, gate, nb, c, s, 1.0 / hw,
+                                                          ACT=act, BNS=16, BC=64, BS=_p2(s), num_warps=4)
     return gate
 
 
