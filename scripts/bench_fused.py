@@ -2,7 +2,7 @@
 """The fused Triton engine on one GPU: bf16 checks, speed against torch.compile baselines, per-block times.
 
     PYTHONPATH=src PARTS=check,kernels,fused,baselines python scripts/bench_fused.py   # on the GPU, rows -> $OUT
-    python scripts/bench_fused.py --report OUT/rows.jsonl                              # -> docs/benchmarks/fused.{md,png}
+    python scripts/bench_fused_report.py OUT/rows.jsonl                               # tables + fused.png
 
 Parts: ``check`` (every block type, bf16 fused vs float32 PyTorch; whole models with calibrated BN statistics;
 models trained by ``effnet train`` if runs/digits*/best.safetensors exist), ``kernels`` (copy bandwidth; each
@@ -370,9 +370,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 2 and sys.argv[1] == "--report":
-        from bench_fused_report import report
-
-        report(sys.argv[2])
-    else:
-        main()
+    main()
