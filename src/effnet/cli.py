@@ -11,6 +11,8 @@ import importlib
 import os
 import sys
 
+from effnet.errors import UserError
+
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("effnet.cli_models", "list the zoo's model names"),
@@ -20,11 +22,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("effnet.train.cli", "train a model (default: the embedded digits data set)"),
     "evaluate": ("effnet.train.evaluate_cli", "top-1/top-5, per-class accuracy and confusion matrix of a checkpoint"),
     "predict": ("effnet.train.predict_cli", "top-k classes of images with a checkpoint"),
+    "runtime": ("effnet.runtime.cli", "the layer-graph engine: OpenCL devices, graph summary, export to a graph file"),
 }
-
-
-class UserError(Exception):
-    """A mistake in what the user asked for; printed as one line, exit status 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:

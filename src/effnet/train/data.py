@@ -18,7 +18,8 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from torchvision.transforms import v2
 
 from effnet.train.config import TrainConfig, TrainError
-from effnet.train.progressive import Stage
+from effnet.train.progressive import ProgressiveStage
+from effnet.weights.format import Metadata, Normalization
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -217,7 +218,7 @@ def load_dataset(config: TrainConfig) -> DataSet:
     return folder_dataset(config)
 
 
-def train_transform(stage: Stage, config: TrainConfig, data: DataSet) -> v2.Compose:
+def train_transform(stage: ProgressiveStage, config: TrainConfig, data: DataSet) -> v2.Compose:
     """Per-image training transform of one stage: crop+resize to the stage's size, flip, augment."""
     scale_min = data.scale_min if config.scale_min is None else config.scale_min
     hflip = data.hflip if config.hflip is None else config.hflip
@@ -233,14 +234,31 @@ def train_transform(stage: Stage, config: TrainConfig, data: DataSet) -> v2.Comp
     return v2.Compose(ops)
 
 
-def eval_transform(size: int, crop_pct: float, mean, std) -> v2.Compose:
-    """Resize the short side to size/crop_pct, center-crop ``size``, normalise."""
-    return v2.Compose([
-        v2.Resize(round(size / crop_pct), antialias=True),
-        v2.CenterCrop(size),
-        v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(mean, std),
-    ])
+def eval_transform(size: int | tuple[int, int], crop_pct: float, mean, std, invert: bool = False) -> v2.Compose:
+    """Resize to size/crop_pct (the short side, for a square size), center-crop ``size``, normalise
+    (after ``1 - x`` when ``invert``)."""
+    h, w = (size, size) if isinstance(size, int) else size
+    resize = round(h / crop_pct) if h == w else (round(h / crop_pct), round(w / crop_pct))
+    steps = [v2.Resize(resize, antialias=True), v2.CenterCrop((h, w)), v2.ToDtype(torch.float32, scale=True)]
+    if invert:
+        steps.append(v2.Lambda(_invert))
+    return v2.Compose([*steps, v2.Normalize(mean, std)])
+
+
+def _invert(x: torch.Tensor) -> torch.Tensor:
+    return 1.0 - x
+
+
+def file_transform(meta: Metadata) -> v2.Compose:
+    """The evaluation transform an effnet file asks for: its eval size, crop and normalisation.
+
+    A file that does not say (``effnet.save`` without them) gets the config's resolution, no crop
+    (resize to the size) and ImageNet statistics, the convention of the published weights.
+    """
+    size = meta.eval_size or (meta.config.resolution, meta.config.resolution)
+    crop_pct = (meta.training or {}).get("crop_pct") or 1.0
+    norm = meta.normalization or Normalization(IMAGENET_MEAN, IMAGENET_STD)
+    return eval_transform(size, crop_pct, norm.mean, norm.std, norm.invert)
 
 
 class Transformed(Dataset):

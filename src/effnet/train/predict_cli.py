@@ -1,6 +1,9 @@
 """``effnet predict``: the top-k classes of image files, with probabilities, from a checkpoint.
 
     effnet predict --weights runs/train-1/best.safetensors cat.jpg dog.png --top-k 3
+
+Any effnet file works (effnet train or effnet.save): its metadata gives the eval size, normalisation
+and class names; a file without class names prints class indices.
 """
 
 from __future__ import annotations
@@ -9,41 +12,53 @@ import argparse
 
 import torch
 
-from effnet.train.checkpoint import load_model
+from effnet import runtime
 from effnet.train.config import TrainError
-from effnet.train.data import eval_transform, read_image
+from effnet.train.data import file_transform, read_image
 from effnet.train.distributed import resolve_device
+from effnet.weights import load_checkpoint
+from effnet.weights.format import Metadata
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--weights", required=True, help="a .safetensors checkpoint written by effnet train")
+    parser.add_argument("--weights", required=True, help="an effnet .safetensors file (effnet train or effnet.save)")
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (jpg, png, ...)")
     parser.add_argument("--top-k", type=int, default=5, help="how many classes to list per image")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    parser.add_argument("--engine", choices=("torch", "opencl"), default="torch",
+                        help="run the model with PyTorch, or as an effnet.runtime graph on OpenCL "
+                             "(--device then picks the OpenCL device by index or name; auto: the first GPU)")
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, meta: dict, paths: list[str], top_k: int,
+def predict(model, meta: Metadata, paths: list[str], top_k: int,
             device: torch.device) -> list[list[tuple[str, float]]]:
     """Per image: the top-k (class name, probability) pairs."""
-    transform = eval_transform(meta["image_size"], meta["crop_pct"], meta["mean"], meta["std"])
+    transform = file_transform(meta)
     images = []
     for p in paths:
         try:
             images.append(transform(read_image(p)))
         except OSError as e:  # missing, not an image, truncated: one line naming the file
             raise TrainError(f"cannot read image {p}: {e}") from None
-    probs = model.to(device)(torch.stack(images).to(device)).float().softmax(1).cpu()
+    if isinstance(model, torch.nn.Module):  # else an effnet.runtime engine, which takes CPU tensors
+        model = model.eval().to(device)
+    probs = model(torch.stack(images).to(device)).float().softmax(1).cpu()
     k = min(top_k, probs.shape[1])
     values, indices = probs.topk(k, dim=1)
-    names = meta["class_names"]
+    names = meta.class_names or [f"class {i}" for i in range(probs.shape[1])]
     return [[(names[i], v) for v, i in zip(vs.tolist(), ix.tolist())] for vs, ix in zip(values, indices)]
 
 
 def run(args: argparse.Namespace) -> int:
     if args.top_k < 1:
         raise TrainError(f"--top-k must be a positive integer, got {args.top_k}")
-    model, meta = load_model(args.weights)
-    for path, top in zip(args.images, predict(model, meta, args.images, args.top_k, resolve_device(args.device))):
+    model, meta = load_checkpoint(args.weights)
+    device = resolve_device("cpu" if args.engine == "opencl" else args.device)
+    if args.engine == "opencl":  # the same network as a layer graph, on our OpenCL kernels
+        size = meta.eval_size or (model.config.resolution, model.config.resolution)
+        cl_device = None if args.device == "auto" else int(args.device) if args.device.isdigit() else args.device
+        model = runtime.compile(runtime.from_model(model, input_size=size), "opencl", device=cl_device)
+    for path, top in zip(args.images, predict(model, meta, args.images, args.top_k, device)):
         print(f"{path}: " + ", ".join(f"{name} {100 * p:.1f}%" for name, p in top))
     return 0
