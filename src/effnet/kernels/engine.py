@@ -13,7 +13,8 @@ bf16/fp16, on the GPU) -> logits (float32).  Per block kind (read from its Block
 - Depthwise-separable: depthwise, then pointwise with activation.
 - Stem: implicit-GEMM conv for few input channels; head: 1x1 conv + act + global pool in one kernel,
   classifier through torch on the pooled [N, C] vector.
-Batch 1 runs as one captured CUDA graph per input shape.
+Each input shape is captured once as one CUDA graph and replayed (a graph and its memory are kept per
+shape; ``cuda_graph=False`` launches kernel by kernel).  Weights are plain tensors, not parameters.
 """
 
 from __future__ import annotations
