@@ -199,6 +199,34 @@ def part_kernels() -> None:
     emit(part="depthwise_total", model="efficientnet_b0", batch=256, ours_ms=tot_ours, cudnn_ms=tot_cudnn)
 
 
+@torch.no_grad()
+def part_dwvariants() -> None:
+    """B0's stride-1 depthwise layers at batch 256, every depthwise config (tile and row-walking), GPU time
+    through CUDA graphs, against cuDNN."""
+    from effnet.kernels import tune, triton_ops
+
+    a = torch.empty(1 << 29, dtype=torch.bfloat16, device="cuda").normal_()
+    b = torch.empty_like(a)
+    copy_gbs = 2 * a.numel() * 2 / graph_ms(lambda: b.copy_(a)) / 1e6
+    a = b = None
+    emit(part="copy", gb_s=copy_gbs)
+    for hw, c, k in ((112, 32, 3), (56, 144, 3), (28, 240, 5), (14, 480, 3), (14, 480, 5), (14, 672, 5),
+                     (7, 1152, 5), (7, 1152, 3)):
+        x = torch.randn(256, hw, hw, c, device="cuda", dtype=torch.bfloat16)
+        w, bias = torch.randn(k * k, c, device="cuda"), torch.randn(c, device="cuda")
+        p = (k - 1) // 2
+        nbytes = 2 * 2 * x.numel()
+        row = dict(part="dw_variant", hw=hw, channels=c, k=k)
+        for cfg in tune.DEPTHWISE + tune.DEPTHWISE_ROWS:
+            name = "rows" if "RS" in cfg else "tile"
+            ms = graph_ms(lambda: triton_ops._depthwise_launch(x, w, bias, k, 1, (p,) * 4, 3, True, hw, hw, cfg))
+            row[f"{name}_{'_'.join(f'{k_}{v}' for k_, v in cfg.items())}_pct"] = round(100 * nbytes / ms / 1e6 / copy_gbs, 1)
+        conv = nn.Conv2d(c, c, k, 1, p, groups=c, bias=True).cuda().to(torch.bfloat16).to(memory_format=torch.channels_last)
+        xc = x.permute(0, 3, 1, 2)
+        row["cudnn_pct"] = round(100 * nbytes / graph_ms(lambda: conv(xc)) / 1e6 / copy_gbs, 1)
+        emit(**row)
+
+
 def channels_last_input(batch: int, res: int, dtype=torch.bfloat16) -> torch.Tensor:
     return torch.randn(batch, 3, res, res, device="cuda", dtype=dtype).contiguous(memory_format=torch.channels_last)
 
@@ -365,7 +393,7 @@ def main() -> None:
     for p in parts:
         t0 = time.time()
         {"check": part_check, "kernels": part_kernels, "fused": part_fused, "baselines": part_baselines,
-         "blocks": part_blocks, "profile": part_profile}[p]()
+         "blocks": part_blocks, "profile": part_profile, "dwvariants": part_dwvariants}[p]()
         emit(part="timing", section=p, seconds=time.time() - t0)
 
 
