@@ -203,7 +203,7 @@ def part_kernels() -> None:
 def part_dwvariants() -> None:
     """B0's stride-1 depthwise layers at batch 256, every depthwise config (tile and row-walking), GPU time
     through CUDA graphs, against cuDNN."""
-    from effnet.kernels import tune, triton_ops
+    from effnet.kernels import triton_ops, tune
 
     a = torch.empty(1 << 29, dtype=torch.bfloat16, device="cuda").normal_()
     b = torch.empty_like(a)
@@ -216,7 +216,7 @@ def part_dwvariants() -> None:
         w, bias = torch.randn(k * k, c, device="cuda"), torch.randn(c, device="cuda")
         p = (k - 1) // 2
         nbytes = 2 * 2 * x.numel()
-        row = dict(part="dw_variant", hw=hw, channels=c, k=k)
+        row = {"part": "dw_variant", "hw": hw, "channels": c, "k": k}
         for cfg in tune.DEPTHWISE + tune.DEPTHWISE_ROWS:
             name = "rows" if "RS" in cfg else "tile"
             ms = graph_ms(lambda: triton_ops._depthwise_launch(x, w, bias, k, 1, (p,) * 4, 3, True, hw, hw, cfg))
