@@ -201,8 +201,8 @@ def part_kernels() -> None:
 
 @torch.no_grad()
 def part_dwvariants() -> None:
-    """B0's stride-1 depthwise layers at batch 256, every depthwise config (tile and row-walking), GPU time
-    through CUDA graphs, against cuDNN."""
+    """B0's stride-1 depthwise layers at batch 256, every depthwise tile config, GPU time through CUDA graphs,
+    against cuDNN."""
     from effnet.kernels import triton_ops, tune
 
     a = torch.empty(1 << 29, dtype=torch.bfloat16, device="cuda").normal_()
@@ -217,8 +217,8 @@ def part_dwvariants() -> None:
         p = (k - 1) // 2
         nbytes = 2 * 2 * x.numel()
         row = {"part": "dw_variant", "hw": hw, "channels": c, "k": k}
-        for cfg in tune.DEPTHWISE + tune.DEPTHWISE_ROWS:
-            name = "rows" if "RS" in cfg else "tile"
+        for cfg in tune.DEPTHWISE:  # (at commit 68c84a7 also a row-walking variant, tune.DEPTHWISE_ROWS)
+            name = "tile"
             ms = graph_ms(lambda: triton_ops._depthwise_launch(x, w, bias, k, 1, (p,) * 4, 3, True, hw, hw, cfg))
             row[f"{name}_{'_'.join(f'{k_}{v}' for k_, v in cfg.items())}_pct"] = round(100 * nbytes / ms / 1e6 / copy_gbs, 1)
         conv = nn.Conv2d(c, c, k, 1, p, groups=c, bias=True).cuda().to(torch.bfloat16).to(memory_format=torch.channels_last)

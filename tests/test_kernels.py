@@ -107,17 +107,6 @@ def test_depthwise_and_squeeze(k, stride, padding):
     assert rel(pooled, ref.sum((2, 3))) < 1e-5
 
 
-@pytest.mark.parametrize("k,cfg", [(3, {"RS": 4, "BW": 8, "BC": 16, "warps": 4}), (5, {"RS": 3, "BW": 16, "BC": 32, "warps": 4})])
-def test_depthwise_row_walking_variant(k, cfg):
-    c, h, w = 20, 11, 13  # nothing a multiple of the tile: every mask is exercised
-    x, wt, b = torch.randn(2, h, w, c), torch.randn(c, 1, k, k), torch.randn(c)
-    p = (k - 1) // 2
-    y, pooled = ops._depthwise_launch(x, wt.reshape(c, k * k).t().contiguous(), b, k, 1, (p,) * 4, 3, True, h, w, cfg)
-    ref = F.silu(F.conv2d(x.permute(0, 3, 1, 2), wt, b, 1, p, groups=c))
-    assert rel(y, nhwc(ref)) < 1e-5
-    assert rel(pooled, ref.sum((2, 3))) < 1e-5
-
-
 def test_se_excite():
     n, c, s, hw = 19, 80, 6, 25  # more samples than one program's 16, more channels than its 64
     sums, w1, b1, w2, b2 = torch.randn(n, c), torch.randn(s, c), torch.randn(s), torch.randn(c, s), torch.randn(c)

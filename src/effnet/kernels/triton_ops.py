@@ -103,64 +103,6 @@ def _depthwise_kernel(x_ptr, w_ptr, bias_ptr, out_ptr, pool_ptr,
 
 
 @triton.jit
-def _depthwise_rows_kernel(x_ptr, w_ptr, bias_ptr, out_ptr, pool_ptr, H, W, C, pad, n_strips, n_wblocks,
-                           KS: tl.constexpr, ACT: tl.constexpr, SQUEEZE: tl.constexpr, RS: tl.constexpr,
-                           BW: tl.constexpr, BC: tl.constexpr):
-    # Stride 1, k = 3 or 5.  A program walks down a strip of RS output rows (BW columns x BC channels) one
-    # input row at a time: each input row is loaded once per horizontal tap (k loads, not k*k) and added to
-    # the k output rows it feeds, kept as k running accumulators P0 (oldest) .. P{k-1}; when an input row
-    # has fed P0 with its last tap, P0 is stored and the accumulators shift.
-    pid = tl.program_id(0)
-    n = pid // (n_strips * n_wblocks)
-    strip = (pid // n_wblocks) % n_strips
-    ow = (pid % n_wblocks) * BW + tl.arange(0, BW)
-    ow_ok = ow < W
-    c = tl.program_id(1) * BC + tl.arange(0, BC)
-    c_ok = c < C
-    x_img = x_ptr + n.to(tl.int64) * H * W * C
-    out_img = out_ptr + n.to(tl.int64) * H * W * C
-    bias = tl.load(bias_ptr + c, mask=c_ok, other=0.0)
-    oh0 = strip * RS
-    P0 = tl.zeros((BW, BC), dtype=tl.float32)
-    P1 = tl.zeros((BW, BC), dtype=tl.float32)
-    P2 = tl.zeros((BW, BC), dtype=tl.float32)
-    P3 = tl.zeros((BW, BC), dtype=tl.float32)
-    P4 = tl.zeros((BW, BC), dtype=tl.float32)
-    pooled = tl.zeros((BC,), dtype=tl.float32)
-    for i in range(RS + KS - 1):
-        ih = oh0 - pad + i
-        row_ok = (ih >= 0) & (ih < H)
-        for kw in range(KS):  # P_j receives this row through tap (kh = KS-1-j, kw); not unrolled, so the
-            # k*k tap weights are not all hoisted into registers
-            iw = ow - pad + kw
-            ok = row_ok & (iw >= 0) & (iw < W)
-            xv = tl.load(x_img + (ih * W + iw)[:, None] * C + c[None, :], mask=ok[:, None] & c_ok[None, :],
-                         other=0.0).to(tl.float32)
-            P0 += xv * tl.load(w_ptr + ((KS - 1) * KS + kw) * C + c, mask=c_ok, other=0.0)[None, :]
-            P1 += xv * tl.load(w_ptr + ((KS - 2) * KS + kw) * C + c, mask=c_ok, other=0.0)[None, :]
-            P2 += xv * tl.load(w_ptr + ((KS - 3) * KS + kw) * C + c, mask=c_ok, other=0.0)[None, :]
-            if KS == 5:
-                P3 += xv * tl.load(w_ptr + (KS + kw) * C + c, mask=c_ok, other=0.0)[None, :]
-                P4 += xv * tl.load(w_ptr + kw * C + c, mask=c_ok, other=0.0)[None, :]
-        r = oh0 + i - (KS - 1)  # P0's output row is complete
-        mask = ((i >= KS - 1) & (r < H)) & ow_ok[:, None] & c_ok[None, :]
-        y = _act(P0 + bias[None, :], ACT)
-        tl.store(out_img + (r * W + ow)[:, None] * C + c[None, :], y.to(out_ptr.dtype.element_ty), mask=mask)
-        if SQUEEZE:
-            pooled += tl.sum(tl.where(mask, y, 0.0), axis=0)
-        P0 = P1
-        P1 = P2
-        if KS == 5:
-            P2 = P3
-            P3 = P4
-            P4 = tl.zeros((BW, BC), dtype=tl.float32)
-        else:
-            P2 = tl.zeros((BW, BC), dtype=tl.float32)
-    if SQUEEZE:
-        tl.atomic_add(pool_ptr + n * C + c, pooled, mask=c_ok)
-
-
-@triton.jit
 def _se_kernel(pool_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, gate_ptr, NB, C, S, inv_hw,
                ACT: tl.constexpr, BNS: tl.constexpr, BC: tl.constexpr, BS: tl.constexpr):
     # Program (i, j): samples i*BNS.., gate channels j*BC..; every program redoes the (tiny) reduce FC, so
@@ -285,9 +227,7 @@ def depthwise(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, kernel: int,
     Returns the output and, when ``squeeze``, its per-sample channel sums [N, C] (float32)."""
     _nb, h, wd, c = x.shape
     oh, ow = out_size(h, kernel, stride, pads[0], pads[1]), out_size(wd, kernel, stride, pads[2], pads[3])
-    rows_ok = stride == 1 and kernel in (3, 5) and pads[0] == pads[2] == (kernel - 1) // 2
-    cfg = tune.pick("depthwise", (h, wd, c, kernel, stride, act, squeeze),
-                    tune.DEPTHWISE + (tune.DEPTHWISE_ROWS if rows_ok else []),
+    cfg = tune.pick("depthwise", (h, wd, c, kernel, stride, act, squeeze), tune.DEPTHWISE,
                     lambda c_: _depthwise_launch(x, w, bias, kernel, stride, pads, act, squeeze, oh, ow, c_),
                     clip={"BC": _p2(c)})
     return _depthwise_launch(x, w, bias, kernel, stride, pads, act, squeeze, oh, ow, cfg)
@@ -295,15 +235,6 @@ def depthwise(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, kernel: int,
 
 def _depthwise_launch(x, w, bias, kernel, stride, pads, act, squeeze, oh, ow, cfg):
     nb, h, wd, c = x.shape
-    if "RS" in cfg:  # the row-walking kernel (stride 1)
-        bw, bc = cfg["BW"], min(cfg["BC"], _p2(c))
-        n_strips, n_wb = triton.cdiv(h, cfg["RS"]), triton.cdiv(wd, bw)
-        out = x.new_empty((nb, h, wd, c))
-        pooled = torch.zeros((nb, c), device=x.device, dtype=torch.float32) if squeeze else None
-        _depthwise_rows_kernel[(nb * n_strips * n_wb, triton.cdiv(c, bc))](
-            x, w, bias, out, pooled if squeeze else out, h, wd, c, pads[0], n_strips, n_wb, KS=kernel, ACT=act,
-            SQUEEZE=squeeze, RS=cfg["RS"], BW=bw, BC=bc, num_warps=cfg["warps"])
-        return out, pooled
     bp, bc = cfg["BP"], min(cfg["BC"], _p2(c))
     npb = triton.cdiv(oh * ow, bp)
     out = x.new_empty((nb, oh, ow, c))
