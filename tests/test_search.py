@@ -50,7 +50,7 @@ def test_bad_input_gets_one_line_errors():
         coefficient_grid(alpha=(1.5, 1.2))
     with pytest.raises(ValueError, match="step must be a number > 0"):
         coefficient_grid(step=0)
-    from effnet.search.cli import devices
+    from effnet.search.options import devices
 
     with pytest.raises(ValueError, match="device must be 'cpu' or 'cuda"):
         devices("tpu", None)

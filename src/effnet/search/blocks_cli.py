@@ -5,14 +5,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from effnet.search.blocks import METHODS, BlockSettings
+from effnet.search.blocks import METHODS, BlockSettings, check_table, search_blocks
+from effnet.search.candidate import device_name
+from effnet.search.latency import LatencyTable, torch_timer
+from effnet.search.options import add_common, devices, executor_from, recipe_from
 
 
-def add_block_parser(sub, common) -> None:
+def add_block_parser(sub) -> None:
     b = sub.add_parser("blocks", help="latency-aware search over per-stage block type, kernel, expansion, repeats",
                        description="Per stage: MBConv or Fused-MBConv, kernel 3 or 5, expansion 1/4/6, repeats "
                                    "-1/0/+1; reward A*(T/T0)^w with T from a per-device latency lookup table.")
-    common(b)
+    add_common(b)
     s = BlockSettings(output="")
     b.add_argument("--budget", type=int, default=s.budget, help="candidates trained (the base included)")
     b.add_argument("--method", default=s.method, choices=METHODS)
@@ -31,11 +34,6 @@ def add_block_parser(sub, common) -> None:
 
 
 def _run_blocks(args: argparse.Namespace) -> int:
-    from effnet.search.blocks import search_blocks
-    from effnet.search.candidate import device_name
-    from effnet.search.cli import devices, executor_from, recipe_from
-    from effnet.search.latency import LatencyTable, torch_timer
-
     devs = devices(args.device, args.gpus)
     settings = BlockSettings(args.output, args.base, args.base_width, args.base_depth, args.base_resolution,
                              recipe_from(args), args.budget, args.method, args.population, args.sample,
@@ -44,8 +42,6 @@ def _run_blocks(args: argparse.Namespace) -> int:
                               args.latency_table_batch)
     timer = torch_timer(devs[0], args.latency)
     if args.check_only:
-        from effnet.search.blocks import check_table
-
         check_table(settings, table, timer)
         return 0
     search_blocks(settings, executor_from(args), table, timer)

@@ -17,11 +17,16 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import torch
+
+from effnet.analysis.profile import profile
 from effnet.io import write_atomic
+from effnet.model import EfficientConvNet
 from effnet.search import report
 from effnet.search.candidate import Recipe, job, remeasure, run_candidate
 from effnet.search.executors import Executor
 from effnet.search.grid import PAPER_COEFFICIENTS, Triple, coefficient_grid
+from effnet.zoo import model_config
 
 
 @dataclass(frozen=True)
@@ -119,12 +124,6 @@ def _snap(d: dict, rounding: Callable[[float], float], macs: Callable[[dict], in
 
 def macs_counter(base: str, num_classes: int) -> Callable[[dict], int]:
     """MACs of ``base`` scaled to a (width, depth, resolution) dict, counted on the meta device."""
-    import torch
-
-    from effnet.analysis.profile import profile
-    from effnet.model import EfficientConvNet
-    from effnet.zoo import model_config
-
     cache: dict[tuple, int] = {}
 
     def count(d: dict) -> int:

@@ -12,6 +12,7 @@ import argparse
 
 import torch
 
+from effnet import runtime
 from effnet.train.config import TrainError
 from effnet.train.data import file_transform, read_image
 from effnet.train.distributed import resolve_device
@@ -24,10 +25,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (jpg, png, ...)")
     parser.add_argument("--top-k", type=int, default=5, help="how many classes to list per image")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    parser.add_argument("--engine", choices=("torch", "opencl"), default="torch",
+                        help="run the model with PyTorch, or as an effnet.runtime graph on OpenCL "
+                             "(--device then picks the OpenCL device by index or name; auto: the first GPU)")
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, meta: Metadata, paths: list[str], top_k: int,
+def predict(model, meta: Metadata, paths: list[str], top_k: int,
             device: torch.device) -> list[list[tuple[str, float]]]:
     """Per image: the top-k (class name, probability) pairs."""
     transform = file_transform(meta)
@@ -37,7 +41,9 @@ def predict(model: torch.nn.Module, meta: Metadata, paths: list[str], top_k: int
             images.append(transform(read_image(p)))
         except OSError as e:  # missing, not an image, truncated: one line naming the file
             raise TrainError(f"cannot read image {p}: {e}") from None
-    probs = model.eval().to(device)(torch.stack(images).to(device)).float().softmax(1).cpu()
+    if isinstance(model, torch.nn.Module):  # else an effnet.runtime engine, which takes CPU tensors
+        model = model.eval().to(device)
+    probs = model(torch.stack(images).to(device)).float().softmax(1).cpu()
     k = min(top_k, probs.shape[1])
     values, indices = probs.topk(k, dim=1)
     names = meta.class_names or [f"class {i}" for i in range(probs.shape[1])]
@@ -48,6 +54,11 @@ def run(args: argparse.Namespace) -> int:
     if args.top_k < 1:
         raise TrainError(f"--top-k must be a positive integer, got {args.top_k}")
     model, meta = load_checkpoint(args.weights)
-    for path, top in zip(args.images, predict(model, meta, args.images, args.top_k, resolve_device(args.device))):
+    device = resolve_device("cpu" if args.engine == "opencl" else args.device)
+    if args.engine == "opencl":  # the same network as a layer graph, on our OpenCL kernels
+        size = meta.eval_size or (model.config.resolution, model.config.resolution)
+        cl_device = None if args.device == "auto" else int(args.device) if args.device.isdigit() else args.device
+        model = runtime.compile(runtime.from_model(model, input_size=size), "opencl", device=cl_device)
+    for path, top in zip(args.images, predict(model, meta, args.images, args.top_k, device)):
         print(f"{path}: " + ", ".join(f"{name} {100 * p:.1f}%" for name, p in top))
     return 0
