@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from effnet.analysis.measure import time_fn
+from effnet.analysis.timing import time_fn
 from effnet.config import ModelConfig
 from effnet.model import EfficientConvNet
 

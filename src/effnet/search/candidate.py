@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from effnet.analysis.measure import time_fn
+from effnet.analysis.timing import time_fn
 from effnet.analysis.profile import profile
 from effnet.config import ModelConfig
 from effnet.io import write_atomic

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from effnet.analysis.measure import time_fn
+from effnet.analysis.timing import time_fn
 from effnet.blocks import build_block
 from effnet.config import ModelConfig
 from effnet.io import write_atomic
