@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from effnet.analysis.timing import time_fn
 from effnet.analysis.profile import profile
+from effnet.analysis.timing import time_fn
 from effnet.config import ModelConfig
 from effnet.io import write_atomic
 from effnet.model import EfficientConvNet
