@@ -6,7 +6,7 @@ import math
 import pytest
 
 import effnet
-from effnet.search.candidate import Recipe
+from effnet.search.candidate import SearchRecipe
 from effnet.search.compound import Base, Settings, search, single_dimension
 from effnet.search.executors import LocalExecutor, make_executor
 from effnet.search.grid import PAPER_COEFFICIENTS, Triple, coefficient_grid, flops_factor, reward
@@ -57,7 +57,7 @@ def test_bad_input_gets_one_line_errors():
     with pytest.raises(ValueError, match="unknown executor 'slurm'"):
         make_executor("slurm", ["cpu"])
     with pytest.raises(ValueError, match="budget too small: --epochs must be >= 1"):
-        search(Settings("unused", recipe=Recipe(epochs=0)), LocalExecutor(["cpu"]))
+        search(Settings("unused", recipe=SearchRecipe(epochs=0)), LocalExecutor(["cpu"]))
 
 
 def test_single_dimension_candidates_follow_the_formula_without_a_macs_counter():
@@ -72,7 +72,7 @@ def test_single_dimension_candidates_follow_the_formula_without_a_macs_counter()
 def test_tiny_compound_search_end_to_end_and_resume(tmp_path, one_thread):
     out = tmp_path / "search"
     s = Settings(str(out), base=Base(width=0.25, depth=0.25, resolution=32),
-                 recipe=Recipe(data="digits", epochs=1, batch_size=64, latency_runs=2), step=0.1, limit=2,
+                 recipe=SearchRecipe(data="digits", epochs=1, batch_size=64, latency_runs=2), step=0.1, limit=2,
                  phi_max=1, multiples=(2.0,))
     summary = search(s, LocalExecutor(["cpu"]), say=lambda _: None)
     files = sorted((out / "candidates").glob("*.json"))

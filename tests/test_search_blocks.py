@@ -15,7 +15,7 @@ from effnet.search.blocks import (
     random_genome,
     search_blocks,
 )
-from effnet.search.candidate import Recipe
+from effnet.search.candidate import SearchRecipe
 from effnet.search.executors import LocalExecutor
 from effnet.search.latency import LatencyTable, check
 from effnet.tables import BlockType
@@ -66,7 +66,7 @@ def test_latency_table_times_each_distinct_block_once_and_caches_per_device(tmp_
 def test_tiny_block_search_saves_a_spec_that_builds_and_trains(tmp_path, one_thread):
     out = tmp_path / "blocks"
     s = BlockSettings(str(out), width=0.25, depth=0.25, resolution=32,
-                      recipe=Recipe(data="digits", epochs=1, batch_size=64, latency_runs=2), budget=3, population=2,
+                      recipe=SearchRecipe(data="digits", epochs=1, batch_size=64, latency_runs=2), budget=3, population=2,
                       sample=2, latency_batch=2, check=2)
     table = LatencyTable(device="fake", mode="train-step", batch=2)
     summary = search_blocks(s, LocalExecutor(["cpu"]), table, fake_timer, say=lambda _: None)

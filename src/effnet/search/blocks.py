@@ -20,7 +20,7 @@ from pathlib import Path
 from effnet.config import ModelConfig
 from effnet.io import write_atomic
 from effnet.search import report
-from effnet.search.candidate import Recipe, job, run_candidate
+from effnet.search.candidate import SearchRecipe, job, run_candidate
 from effnet.search.executors import Executor
 from effnet.search.grid import reward
 from effnet.search.latency import LatencyTable, Timer, check
@@ -94,7 +94,7 @@ class BlockSettings:
     width: float = 0.25
     depth: float = 0.5
     resolution: int = 32
-    recipe: Recipe = field(default_factory=Recipe)
+    recipe: SearchRecipe = field(default_factory=SearchRecipe)
     budget: int = 20  # candidates trained, the base included
     method: str = "evolution"
     population: int = 6

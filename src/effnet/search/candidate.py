@@ -25,7 +25,7 @@ from effnet.train.run import train
 
 
 @dataclass(frozen=True)
-class Recipe:
+class SearchRecipe:
     """The one training recipe every candidate of a search gets (same seed, same budget)."""
 
     data: str = "photos"  # "photos" (the shipped proxy), "digits", or an image folder
@@ -47,7 +47,7 @@ def candidate_id(width: float, depth: float, resolution: int, spec_key: str | No
     return f"w{width:.4f}_d{depth:.4f}_r{resolution}"
 
 
-def job(*, output: str, base: str, width: float, depth: float, resolution: int, recipe: Recipe,
+def job(*, output: str, base: str, width: float, depth: float, resolution: int, recipe: SearchRecipe,
         spec: dict | None = None, spec_key: str | None = None) -> dict:
     """The JSON-ready description of one candidate for an executor."""
     return {"id": candidate_id(width, depth, resolution, spec_key), "output": output, "base": base,
@@ -104,7 +104,7 @@ def run_candidate(job: dict, device: str) -> dict:
     done = finished(job["output"], job["id"])
     if done is not None:
         return done
-    recipe = Recipe(**job["recipe"])
+    recipe = SearchRecipe(**job["recipe"])
     run_dir = Path(job["output"], "runs", job["id"])
     shape = {"spec": job["spec"]} if job.get("spec") else {"width": job["width"], "depth": job["depth"]}
     config = TrainConfig.for_data(

@@ -23,7 +23,7 @@ from effnet.analysis.profile import profile
 from effnet.io import write_atomic
 from effnet.model import EfficientConvNet
 from effnet.search import report
-from effnet.search.candidate import Recipe, job, remeasure, run_candidate
+from effnet.search.candidate import SearchRecipe, job, remeasure, run_candidate
 from effnet.search.executors import Executor
 from effnet.search.grid import PAPER_COEFFICIENTS, Triple, coefficient_grid
 from effnet.zoo import model_config
@@ -52,7 +52,7 @@ class Settings:
 
     output: str
     base: Base = field(default_factory=Base)
-    recipe: Recipe = field(default_factory=Recipe)
+    recipe: SearchRecipe = field(default_factory=SearchRecipe)
     target: float = 2.0
     tolerance: float = 0.1
     step: float = 0.05

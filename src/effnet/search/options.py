@@ -7,7 +7,7 @@ import argparse
 import torch
 
 from effnet.analysis.ceilings import resolve_device
-from effnet.search.candidate import Recipe
+from effnet.search.candidate import SearchRecipe
 from effnet.search.compound import Base
 from effnet.search.executors import Executor, make_executor
 
@@ -28,7 +28,7 @@ def devices(device: str, gpus: int | None) -> list[str]:
 
 
 def add_common(p: argparse.ArgumentParser) -> None:
-    r, b = Recipe(), Base()
+    r, b = SearchRecipe(), Base()
     p.add_argument("--output", required=True, help="results folder; an existing one is resumed")
     p.add_argument("--data", default=r.data, help="photos (the shipped proxy), digits, or an image folder "
                                                   "(class sub-folders, as effnet train)")
@@ -48,8 +48,8 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--latency-batch", type=int, default=r.latency_batch, help="batch of the measured latency")
 
 
-def recipe_from(args: argparse.Namespace) -> Recipe:
-    return Recipe(data=args.data, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+def recipe_from(args: argparse.Namespace) -> SearchRecipe:
+    return SearchRecipe(data=args.data, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                   latency_batch=args.latency_batch)
 
 

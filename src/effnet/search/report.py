@@ -6,6 +6,7 @@ import csv
 import io
 from pathlib import Path
 
+from effnet.analysis.figures import pyplot, write_png
 from effnet.io import write_atomic
 
 COLUMNS = ("id", "roles", "alpha", "beta", "gamma", "phi", "width", "depth", "resolution", "params", "macs",
@@ -37,12 +38,8 @@ def _label(r: dict) -> str:
 
 
 def plot(path: Path, rows: list[dict], x: str, xlabel: str, title: str, front: bool = False) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7.5, 5))
+    """Validation accuracy against ``x`` (log scale), one series per group; the Pareto front dashed."""
+    fig, ax = pyplot().subplots(figsize=(7.5, 5))
     groups: dict[str, list[dict]] = {}
     for r in rows:
         groups.setdefault(r.get("group", "candidate"), []).append(r)
@@ -63,7 +60,4 @@ def plot(path: Path, rows: list[dict], x: str, xlabel: str, title: str, front: b
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    write_atomic(path, buf.getvalue())
+    write_png(fig, path, dpi=110)
