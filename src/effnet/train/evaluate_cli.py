@@ -11,10 +11,10 @@ from pathlib import Path
 
 import torch
 
+from effnet.devices import resolve_device
 from effnet.train.checkpoint import load_model
 from effnet.train.config import TrainConfig, TrainError
 from effnet.train.data import eval_transform, load_dataset
-from effnet.train.distributed import resolve_device
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

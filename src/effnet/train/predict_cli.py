@@ -9,10 +9,10 @@ import argparse
 
 import torch
 
+from effnet.devices import resolve_device
 from effnet.train.checkpoint import load_model
 from effnet.train.config import TrainError
 from effnet.train.data import eval_transform, read_image
-from effnet.train.distributed import resolve_device
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
