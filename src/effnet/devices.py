@@ -59,3 +59,12 @@ def resolve_device(name: str | torch.device = "auto", local_rank: int | None = N
     if device.type == "mps" and "mps" in available_devices():
         return device
     raise ValueError(f"device {text!r} is not available{did_you_mean(text, available_devices())}; {_listing()}")
+
+
+def set_threads(threads: int | None) -> None:
+    """``--threads``: how many CPU threads torch uses (None keeps torch's choice, one per core)."""
+    if threads is None:
+        return
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"--threads must be a positive integer, got {threads!r}")
+    torch.set_num_threads(threads)

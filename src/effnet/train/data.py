@@ -56,12 +56,34 @@ class FileImages(Dataset):
             raise TrainError(f"cannot read image {path}: {e}") from None
 
 
+# PIL modes of one channel wider than 8 bits; convert("RGB") would clip them at 255, not scale them.
+_WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+
+
 def read_image(path: str | Path) -> torch.Tensor:
-    """One image file as a uint8 RGB tensor (3, H, W)."""
+    """One image file as a uint8 RGB tensor (3, H, W); 16-bit greyscale is scaled by its bit depth."""
     from PIL import Image
 
     with Image.open(path) as im:
+        if im.mode in _WIDE_MODES:
+            grey = torch.from_numpy(_to_8bit(np.asarray(im), _full_scale(im)))
+            return grey[None].expand(3, -1, -1).contiguous()
         return v2.functional.pil_to_tensor(im.convert("RGB"))
+
+
+def _full_scale(im) -> float:
+    """The value that means white: 2**bits - 1 for integer images (bits from the file), 1.0 for float."""
+    if im.mode == "F":
+        return 1.0
+    if im.mode.startswith("I;16"):
+        return 65535.0
+    bits = getattr(im, "tag_v2", {}).get(258)  # TIFF BitsPerSample; a PNG in mode "I" is 16-bit
+    bits = bits[0] if isinstance(bits, tuple) else bits
+    return float(2 ** (bits if isinstance(bits, int) and 8 < bits <= 32 else 16) - 1)
+
+
+def _to_8bit(values: np.ndarray, full_scale: float) -> np.ndarray:
+    return np.clip(np.rint(values.astype(np.float64) * (255.0 / full_scale)), 0, 255).astype(np.uint8)
 
 
 @dataclass
@@ -79,6 +101,7 @@ class DataSet:
     scale_min: float = 0.08
     crop_pct: float = 0.875
     in_memory: bool = False
+    light_on_dark: bool = False  # light ink on a dark ground (the digits): predict inverts dark-on-light inputs
     skipped: list[str] = field(default_factory=list)  # unreadable files left out (bad_images="skip")
 
 
@@ -109,7 +132,8 @@ def digits_dataset(config: TrainConfig) -> DataSet:
     train_idx, val_idx = seeded_split(targets, config.val_fraction, config.split_seed)
     return DataSet("digits", TensorImages(images[train_idx], targets[train_idx]),
                    TensorImages(images[val_idx], targets[val_idx]), [str(d) for d in range(10)], 32,
-                   mean=(0.5,) * 3, std=(0.5,) * 3, hflip=0.0, scale_min=0.6, crop_pct=1.0, in_memory=True)
+                   mean=(0.5,) * 3, std=(0.5,) * 3, hflip=0.0, scale_min=0.6, crop_pct=1.0, in_memory=True,
+                   light_on_dark=True)
 
 
 def cifar_dataset(config: TrainConfig, num: int) -> DataSet:
@@ -241,6 +265,20 @@ def eval_transform(size: int, crop_pct: float, mean, std) -> v2.Compose:
         v2.ToDtype(torch.float32, scale=True),
         v2.Normalize(mean, std),
     ])
+
+
+def normalization(meta: dict) -> tuple[list[float], list[float], bool]:
+    """(mean, std, invert) of a checkpoint; ``invert``: the training images are light on dark."""
+    norm = meta.get("normalization") or meta
+    return list(norm["mean"]), list(norm["std"]), bool(norm.get("invert", False))
+
+
+def light_background(image: torch.Tensor) -> bool:
+    """Whether a uint8 (C, H, W) image is dark on light: the median of its border is above mid-grey."""
+    grey = image.float().mean(0)
+    w = max(1, min(grey.shape) // 16)
+    border = torch.cat([grey[:w].flatten(), grey[-w:].flatten(), grey[:, :w].flatten(), grey[:, -w:].flatten()])
+    return border.median().item() > 127.5
 
 
 class Transformed(Dataset):

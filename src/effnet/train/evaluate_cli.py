@@ -11,10 +11,11 @@ from pathlib import Path
 
 import torch
 
-from effnet.devices import resolve_device
+from effnet.devices import resolve_device, set_threads
+from effnet.io import check_writable
 from effnet.train.checkpoint import load_model
 from effnet.train.config import TrainConfig, TrainError
-from effnet.train.data import eval_transform, load_dataset
+from effnet.train.data import eval_transform, load_dataset, normalization
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,6 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(default: the data the checkpoint was trained on); its validation split is used")
     parser.add_argument("--batch-size", type=int, default=128, help="images per forward pass")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: one per core)")
     parser.add_argument("--confusion", default=None,
                         help="where to write the confusion matrix PNG (default: beside the checkpoint)")
 
@@ -60,7 +62,12 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise TrainError(f"--batch-size must be a positive integer, got {args.batch_size}")
+    set_threads(args.threads)
+    device = resolve_device(args.device)
     model, meta = load_model(args.weights)
+    out = Path(args.confusion) if args.confusion else Path(args.weights).with_name(
+        Path(args.weights).stem + "-confusion.png")
+    check_writable(out, "--confusion")  # now, not after the whole validation set has run
     split = meta.get("split", {})
     data_name = args.data if args.data is not None else meta.get("data_source")
     data = load_dataset(TrainConfig(data=data_name, val_fraction=split.get("val_fraction", 0.2),
@@ -68,8 +75,8 @@ def run(args: argparse.Namespace) -> int:
     if data.classes != meta["class_names"]:
         raise TrainError(f"{args.weights} was trained on classes {meta['class_names'][:10]}, "
                          f"but {data.name} has {data.classes[:10]}")
-    device = resolve_device(args.device)
-    transform = eval_transform(meta["image_size"], meta["crop_pct"], meta["mean"], meta["std"])
+    mean, std, _ = normalization(meta)
+    transform = eval_transform(meta["image_size"], meta["crop_pct"], mean, std)
     logits, targets = predict_dataset(model.to(device), data.val, transform, args.batch_size, device)
     s = summarize(logits, targets, len(data.classes))
     print(f"{args.weights}: {data.name} validation, {len(targets)} images at {meta['image_size']} px")
@@ -77,8 +84,6 @@ def run(args: argparse.Namespace) -> int:
     width = max(len(c) for c in data.classes)
     for name, acc, n in zip(data.classes, s["per_class"], s["counts"]):
         print(f"  {name:<{width}}  {100 * acc:6.2f}%  ({n} images)")
-    out = Path(args.confusion) if args.confusion else Path(args.weights).with_name(
-        Path(args.weights).stem + "-confusion.png")
     plot_confusion(out, s["confusion"].tolist(), data.classes)
     print(f"confusion matrix: {out}")
     return 0

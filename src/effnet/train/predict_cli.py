@@ -6,13 +6,14 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 import torch
 
-from effnet.devices import resolve_device
+from effnet.devices import resolve_device, set_threads
 from effnet.train.checkpoint import load_model
 from effnet.train.config import TrainError
-from effnet.train.data import eval_transform, read_image
+from effnet.train.data import eval_transform, light_background, normalization, read_image
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,19 +21,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (jpg, png, ...)")
     parser.add_argument("--top-k", type=int, default=5, help="how many classes to list per image")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: one per core)")
 
 
 @torch.no_grad()
 def predict(model: torch.nn.Module, meta: dict, paths: list[str], top_k: int,
             device: torch.device) -> list[list[tuple[str, float]]]:
-    """Per image: the top-k (class name, probability) pairs."""
-    transform = eval_transform(meta["image_size"], meta["crop_pct"], meta["mean"], meta["std"])
+    """Per image: the top-k (class name, probability) pairs.
+
+    A model trained on light-on-dark images (the digits: white ink on black) gets a dark-on-light
+    image inverted first, as the checkpoint's normalisation metadata says (``invert``); a drawing
+    in black on white then scores as the model learnt, and a note says so.
+    """
+    mean, std, invert = normalization(meta)
+    transform = eval_transform(meta["image_size"], meta["crop_pct"], mean, std)
     images = []
     for p in paths:
         try:
-            images.append(transform(read_image(p)))
+            image = read_image(p)
         except OSError as e:  # missing, not an image, truncated: one line naming the file
             raise TrainError(f"cannot read image {p}: {e}") from None
+        if invert and light_background(image):
+            print(f"note: {p} is dark on light; inverted to match the training images (light on dark)",
+                  file=sys.stderr)
+            image = 255 - image
+        images.append(transform(image))
     probs = model.to(device)(torch.stack(images).to(device)).float().softmax(1).cpu()
     k = min(top_k, probs.shape[1])
     values, indices = probs.topk(k, dim=1)
@@ -43,7 +56,9 @@ def predict(model: torch.nn.Module, meta: dict, paths: list[str], top_k: int,
 def run(args: argparse.Namespace) -> int:
     if args.top_k < 1:
         raise TrainError(f"--top-k must be a positive integer, got {args.top_k}")
+    set_threads(args.threads)
+    device = resolve_device(args.device)
     model, meta = load_model(args.weights)
-    for path, top in zip(args.images, predict(model, meta, args.images, args.top_k, resolve_device(args.device))):
+    for path, top in zip(args.images, predict(model, meta, args.images, args.top_k, device)):
         print(f"{path}: " + ", ".join(f"{name} {100 * p:.1f}%" for name, p in top))
     return 0

@@ -64,7 +64,9 @@ def build_schedule(
 ) -> list[Stage]:
     """The M stages over ``epochs`` epochs; intermediate sizes round to ``size_multiple``."""
     if stages > epochs:
-        raise TrainError(f"{stages} progressive stages need at least {stages} epochs, got {epochs}")
+        fewer = "--stages 1 (no progressive learning)" if epochs == 1 else f"--stages {epochs} or fewer"
+        raise TrainError(f"{stages} progressive stages need at least {stages} epochs, got {epochs}: "
+                         f"pass {fewer}, or --epochs {stages} or more")
     out = []
     for i in range(stages):
         if i == stages - 1:

@@ -9,7 +9,6 @@ sha256 in the name, which the download checks.  timm files come from the Hugging
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import urllib.error
@@ -21,6 +20,7 @@ import torch
 
 from effnet import zoo
 from effnet.model import EfficientConvNet
+from effnet.suggest import did_you_mean
 from effnet.weights.checkpoints import (
     FORMAT,
     TRAIN_FORMAT,
@@ -164,9 +164,7 @@ def resolve_published(weights: str, model: str) -> Published:
         defaults = {f"{p.source}/{p.arch}": p for p in PUBLISHED.values() if p.default}
         pub = defaults.get(weights)
     if pub is None:
-        close = difflib.get_close_matches(weights, list(PUBLISHED), n=3, cutoff=0.6)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(f"unknown published checkpoint {weights!r}{hint} "
+        raise ValueError(f"unknown published checkpoint {weights!r}{did_you_mean(weights, PUBLISHED)} "
                          f"(effnet.weights.list_published({model!r}) lists those for this model)")
     if pub.peer.model != model:
         raise ValueError(f"checkpoint {pub.name} is for effnet model {pub.peer.model!r}, not {model!r}")
