@@ -119,6 +119,7 @@ def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(digits_folder, 
     checkpoint.load_model(run / "epoch-0001.safetensors")
 
 
+@pytest.mark.slow
 def test_main_job_learns_digits_on_a_short_run(tmp_path):
     """`effnet train`'s recipe, cut to 8 epochs: well past chance (the full 25 epochs reach >= 96%)."""
     result = train(TrainConfig.for_data(None, epochs=8, progress=False, plots=False, output=str(tmp_path / "d")))
@@ -162,6 +163,7 @@ def test_evaluate_predict_and_class_mismatch(digits_folder, tmp_path, capsys):
     assert "must match to resume" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_ddp_two_gloo_processes_match_one_process(digits_folder, tmp_path):
     flags = ["--data", str(digits_folder), "--model", "mobilenet_v2_035", "--epochs", "12", "--batch-size", "8",
              "--image-size", "32", "--optimizer", "adamw", "--lr", "0.004", "--workers", "0", "--no-progress", "--scale-min", "0.6",

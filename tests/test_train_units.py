@@ -225,11 +225,11 @@ def test_cifar_without_network_is_one_line(monkeypatch, tmp_path, capsys):
 
 def test_trivialaugment_and_batch_mixing():
     from effnet.train.engine import batch_mixer
-    from effnet.train.progressive import Stage
+    from effnet.train.progressive import ProgressiveStage
 
     config = TrainConfig(augment="trivialaugment")
     data = load_dataset(config)
-    out = train_transform(Stage(0, 0, 1, 40, 0, 0.0, 0.1), config, data)(data.train[0][0])
+    out = train_transform(ProgressiveStage(0, 0, 1, 40, 0, 0.0, 0.1), config, data)(data.train[0][0])
     assert out.shape == (3, 40, 40)
     assert batch_mixer(0.0, 0.0, 10) is None
     images, labels = torch.rand(4, 3, 8, 8), torch.tensor([0, 1, 2, 3])

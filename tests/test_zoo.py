@@ -7,6 +7,7 @@ from torch import nn
 
 import effnet
 from effnet.reference import PUBLISHED
+from effnet.zoo import get_recipe
 
 EXPECTED_NAMES = (
     [f"mobilenet_v1_{w}" for w in ("025", "050", "075", "100")]
@@ -145,7 +146,12 @@ def test_config_round_trips_through_json():
 @pytest.mark.parametrize("name", EXPECTED_NAMES)
 def test_every_model_trains_and_evaluates(name):
     torch.manual_seed(0)
-    model = effnet.create_model(name, num_classes=5, drop_path_rate=0.1)
+    recipe = get_recipe(name)
+    # The biggest (B5-L2, V2-M/L/XL) at reduced width and depth: same blocks and rules, a fraction of the
+    # CPU time; their full-size parameter counts are pinned on the meta device above.
+    small = {"width": min(recipe.width, 0.5), "depth": min(recipe.depth, 1.0)} if recipe.width * recipe.depth > 2 \
+        or name in ("efficientnet_v2_m", "efficientnet_v2_l", "efficientnet_v2_xl") else {}
+    model = effnet.create_model(name, num_classes=5, drop_path_rate=0.1, **small)
     x = torch.randn(2, 3, 64, 48)  # small and non-square; BN needs 2 samples at the 2x2 head
     for mode in ("train", "eval"):
         model.train(mode == "train")

@@ -51,6 +51,7 @@ class BlockSpec:
     activation: str
     padding: str
     bn_eps: float
+    position: int = 0  # position within its stage, from 0 (the module is model.stages[stage][position])
 
     @property
     def has_expand(self) -> bool:
@@ -118,7 +119,7 @@ class Plan:
 def block_spec(block: BlockType, in_channels: int, out_channels: int, *, expand_ratio: float = 1.0,
                kernel: int = 3, stride: int = 1, se_ratio: float = 0.0, activation: str = "relu6",
                drop_path_rate: float = 0.0, padding: str = "symmetric", bn_eps: float = 1e-5,
-               index: int = 0, stage: int = 0) -> BlockSpec:
+               index: int = 0, stage: int = 0, position: int = 0) -> BlockSpec:
     """Derive one block's record from a table row's numbers: the single place these rules live."""
     if stride not in (1, 2):
         raise ValueError(f"stride must be 1 or 2, got {stride}")
@@ -127,7 +128,7 @@ def block_spec(block: BlockType, in_channels: int, out_channels: int, *, expand_
     if block is BlockType.DEPTHWISE_SEPARABLE:
         # MobileNetV1: depthwise on the input width, then pointwise; no shortcut, no SE.
         return BlockSpec(index, stage, block, 1.0, in_channels, in_channels, out_channels, kernel, stride, 0,
-                         False, 0.0, activation, padding, bn_eps)
+                         False, 0.0, activation, padding, bn_eps, position)
     if not expand_ratio >= 1:
         raise ValueError(f"expand_ratio must be >= 1, got {expand_ratio}")
     if block is BlockType.FUSED_MBCONV and expand_ratio == 1:
@@ -138,7 +139,7 @@ def block_spec(block: BlockType, in_channels: int, out_channels: int, *, expand_
     residual = stride == 1 and in_channels == out_channels
     return BlockSpec(index, stage, block, expand_ratio, in_channels, mid, out_channels, kernel, stride,
                      se_squeeze_channels(in_channels, se_ratio), residual,
-                     drop_path_rate if residual else 0.0, activation, padding, bn_eps)
+                     drop_path_rate if residual else 0.0, activation, padding, bn_eps, position)
 
 
 def drop_path_schedule(drop_path_rate: float, num_blocks: int) -> list[float]:
@@ -164,7 +165,7 @@ def expand(config: ModelConfig) -> Plan:
             blocks.append(block_spec(
                 stage.block, in_ch, stage.out_channels, expand_ratio=stage.expand_ratio, kernel=stage.kernel,
                 stride=stage.stride if j == 0 else 1, se_ratio=stage.se_ratio, activation=c.activation,
-                drop_path_rate=next(rates), padding=c.padding, bn_eps=c.bn_eps, index=len(blocks), stage=i))
+                drop_path_rate=next(rates), padding=c.padding, bn_eps=c.bn_eps, index=len(blocks), stage=i, position=j))
             in_ch = stage.out_channels
     head = HeadSpec(in_ch, spec.head_channels, spec.head_channels or in_ch, c.num_classes, c.drop_rate,
                     c.activation, c.bn_eps)

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from torchvision.transforms import v2
 
 from effnet.train.config import TrainConfig, TrainError
-from effnet.train.progressive import Stage
+from effnet.train.progressive import ProgressiveStage
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -241,7 +241,7 @@ def load_dataset(config: TrainConfig) -> DataSet:
     return folder_dataset(config)
 
 
-def train_transform(stage: Stage, config: TrainConfig, data: DataSet) -> v2.Compose:
+def train_transform(stage: ProgressiveStage, config: TrainConfig, data: DataSet) -> v2.Compose:
     """Per-image training transform of one stage: crop+resize to the stage's size, flip, augment."""
     scale_min = data.scale_min if config.scale_min is None else config.scale_min
     hflip = data.hflip if config.hflip is None else config.hflip

@@ -35,7 +35,7 @@ DEFAULT_RANDAUG = 9  # magnitude when neither a preset nor the user sets one (to
 
 
 @dataclass(frozen=True)
-class Stage:
+class ProgressiveStage:
     """One progressive stage: which epochs it covers and the values it trains with."""
 
     index: int  # 0-based stage number
@@ -61,7 +61,7 @@ def build_schedule(
     dropout: tuple[float, float],
     size_multiple: int = 8,
     min_size: int = 1,
-) -> list[Stage]:
+) -> list[ProgressiveStage]:
     """The M stages over ``epochs`` epochs; intermediate sizes round to ``size_multiple``."""
     if stages > epochs:
         fewer = "--stages 1 (no progressive learning)" if epochs == 1 else f"--stages {epochs} or fewer"
@@ -74,7 +74,7 @@ def build_schedule(
         else:
             raw = interpolate(size[0], size[1], i, stages)
             image_size = max(min_size, size_multiple * round(raw / size_multiple))
-        out.append(Stage(
+        out.append(ProgressiveStage(
             index=i,
             first_epoch=i * epochs // stages,
             end_epoch=(i + 1) * epochs // stages,
@@ -86,7 +86,7 @@ def build_schedule(
     return out
 
 
-def schedule_from_config(config: TrainConfig, final_size: int, model_dropout: float, min_size: int) -> list[Stage]:
+def schedule_from_config(config: TrainConfig, final_size: int, model_dropout: float, min_size: int) -> list[ProgressiveStage]:
     """Resolve the config's progressive fields (preset, then explicit overrides) into stages."""
     preset = PRESETS.get(config.progressive) if config.progressive else None
 
@@ -113,7 +113,7 @@ def schedule_from_config(config: TrainConfig, final_size: int, model_dropout: fl
                           config.size_multiple, min_size)
 
 
-def stage_at(schedule: list[Stage], epoch: int) -> Stage:
+def stage_at(schedule: list[ProgressiveStage], epoch: int) -> ProgressiveStage:
     """The stage that trains epoch ``epoch`` (0-based)."""
     for stage in schedule:
         if stage.first_epoch <= epoch < stage.end_epoch:
@@ -121,7 +121,7 @@ def stage_at(schedule: list[Stage], epoch: int) -> Stage:
     raise AssertionError(f"epoch {epoch} outside the schedule")
 
 
-def format_schedule(schedule: list[Stage]) -> str:
+def format_schedule(schedule: list[ProgressiveStage]) -> str:
     """A small table of the stages, printed at the start of a run."""
     lines = ["stage  epochs     size  randaug  mixup  dropout"]
     for s in schedule:
@@ -130,5 +130,5 @@ def format_schedule(schedule: list[Stage]) -> str:
     return "\n".join(lines)
 
 
-def schedule_to_dicts(schedule: list[Stage]) -> list[dict]:
+def schedule_to_dicts(schedule: list[ProgressiveStage]) -> list[dict]:
     return [asdict(s) for s in schedule]

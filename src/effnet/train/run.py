@@ -26,7 +26,13 @@ from effnet.train.ema import ModelEma
 from effnet.train.engine import Precision, batch_mixer, evaluate, train_one_epoch
 from effnet.train.optim import build_optimizer, build_scheduler, peak_lr
 from effnet.train.plots import plot_curves, plot_schedule, write_metrics
-from effnet.train.progressive import Stage, format_schedule, schedule_from_config, schedule_to_dicts, stage_at
+from effnet.train.progressive import (
+    ProgressiveStage,
+    format_schedule,
+    schedule_from_config,
+    schedule_to_dicts,
+    stage_at,
+)
 from effnet.zoo import create_model, model_config
 
 # Fields a resumed run may change: they do not alter what is computed.
@@ -43,7 +49,7 @@ class RunResult:
     best_acc: float
     best_weights: str  # "raw" or "ema"
     history: list[dict]
-    schedule: list[Stage]
+    schedule: list[ProgressiveStage]
 
 
 def seed_epoch(seed: int, epoch: int, rank: int) -> None:

@@ -16,12 +16,13 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
-from effnet.blocks import DepthwiseSeparable, FusedMBConv, MBConv
+from effnet.config import ModelConfig
 from effnet.layers import ConvNormAct
-from effnet.model import EfficientConvNet, ModelConfig
+from effnet.model import EfficientConvNet
+from effnet.plan import BlockSpec, Plan
 from effnet.suggest import did_you_mean
+from effnet.tables import BlockType
 from effnet.zoo import model_config
 
 SOURCES = ("torchvision", "timm")
@@ -113,8 +114,8 @@ Pair = tuple[str, str]
 SchemeItems = Iterator[tuple[str, "str | Pair"]]
 
 
-def _se(ours: str, block: nn.Module, reduce: str, expand: str) -> SchemeItems:
-    if not isinstance(block.se, nn.Identity):
+def _se(ours: str, b: BlockSpec, reduce: str, expand: str) -> SchemeItems:
+    if b.has_se:
         yield f"{ours}.se.reduce", reduce
         yield f"{ours}.se.expand", expand
 
@@ -123,89 +124,85 @@ def _unsupported(scheme: str, what: str) -> CheckpointError:
     return CheckpointError(f"the {scheme} naming scheme has no {what}; this model cannot be mapped to it")
 
 
-def _timm_scheme(model: EfficientConvNet) -> SchemeItems:
+def _ours(b: BlockSpec) -> str:
+    return f"stages.{b.stage}.{b.position}"
+
+
+def _head_and_classifier(plan: Plan, head: Pair, classifier: str) -> SchemeItems:
+    if plan.head.conv_channels is not None:
+        yield "head", head
+    if plan.head.num_classes:
+        yield "classifier", classifier
+
+
+def _timm_scheme(plan: Plan) -> SchemeItems:
     yield "stem", ("conv_stem", "bn1")
-    for i, stage in enumerate(model.stages):
-        for j, block in enumerate(stage):
-            ours, p = f"stages.{i}.{j}", f"blocks.{i}.{j}"
-            if isinstance(block, DepthwiseSeparable):  # timm DepthwiseSeparableConv with pw activation
-                yield f"{ours}.depthwise", (f"{p}.conv_dw", f"{p}.bn1")
-                yield f"{ours}.pointwise", (f"{p}.conv_pw", f"{p}.bn2")
-            elif isinstance(block, MBConv) and isinstance(block.expand, nn.Identity):
-                # timm builds an expansion-1 MBConv as DepthwiseSeparableConv (dw -> se -> pw, linear).
-                yield f"{ours}.depthwise", (f"{p}.conv_dw", f"{p}.bn1")
-                yield from _se(ours, block, f"{p}.se.conv_reduce", f"{p}.se.conv_expand")
-                yield f"{ours}.project", (f"{p}.conv_pw", f"{p}.bn2")
-            elif isinstance(block, MBConv):  # timm InvertedResidual
-                yield f"{ours}.expand", (f"{p}.conv_pw", f"{p}.bn1")
-                yield f"{ours}.depthwise", (f"{p}.conv_dw", f"{p}.bn2")
-                yield from _se(ours, block, f"{p}.se.conv_reduce", f"{p}.se.conv_expand")
-                yield f"{ours}.project", (f"{p}.conv_pwl", f"{p}.bn3")
-            elif isinstance(block, FusedMBConv) and isinstance(block.project, nn.Identity):
-                if not isinstance(block.se, nn.Identity):
-                    raise _unsupported("timm", "squeeze-excitation in an expansion-1 Fused-MBConv")
-                yield f"{ours}.expand", (f"{p}.conv", f"{p}.bn1")  # timm ConvBnAct
-            elif isinstance(block, FusedMBConv):  # timm EdgeResidual
-                yield f"{ours}.expand", (f"{p}.conv_exp", f"{p}.bn1")
-                yield from _se(ours, block, f"{p}.se.conv_reduce", f"{p}.se.conv_expand")
-                yield f"{ours}.project", (f"{p}.conv_pwl", f"{p}.bn2")
-            else:
-                raise _unsupported("timm", f"block type {type(block).__name__}")
-    if isinstance(model.head, ConvNormAct):
-        yield "head", ("conv_head", "bn2")
-    if isinstance(model.classifier, nn.Linear):
-        yield "classifier", "classifier"
+    for b in plan.blocks:
+        ours, p = _ours(b), f"blocks.{b.stage}.{b.position}"
+        if b.block is BlockType.DEPTHWISE_SEPARABLE:  # timm DepthwiseSeparableConv with pw activation
+            yield f"{ours}.depthwise", (f"{p}.conv_dw", f"{p}.bn1")
+            yield f"{ours}.pointwise", (f"{p}.conv_pw", f"{p}.bn2")
+        elif b.block is BlockType.MBCONV and not b.has_expand:
+            # timm builds an expansion-1 MBConv as DepthwiseSeparableConv (dw -> se -> pw, linear).
+            yield f"{ours}.depthwise", (f"{p}.conv_dw", f"{p}.bn1")
+            yield from _se(ours, b, f"{p}.se.conv_reduce", f"{p}.se.conv_expand")
+            yield f"{ours}.project", (f"{p}.conv_pw", f"{p}.bn2")
+        elif b.block is BlockType.MBCONV:  # timm InvertedResidual
+            yield f"{ours}.expand", (f"{p}.conv_pw", f"{p}.bn1")
+            yield f"{ours}.depthwise", (f"{p}.conv_dw", f"{p}.bn2")
+            yield from _se(ours, b, f"{p}.se.conv_reduce", f"{p}.se.conv_expand")
+            yield f"{ours}.project", (f"{p}.conv_pwl", f"{p}.bn3")
+        elif not b.has_project:  # Fused-MBConv with expansion 1: timm ConvBnAct
+            if b.has_se:
+                raise _unsupported("timm", "squeeze-excitation in an expansion-1 Fused-MBConv")
+            yield f"{ours}.expand", (f"{p}.conv", f"{p}.bn1")
+        else:  # Fused-MBConv: timm EdgeResidual
+            yield f"{ours}.expand", (f"{p}.conv_exp", f"{p}.bn1")
+            yield from _se(ours, b, f"{p}.se.conv_reduce", f"{p}.se.conv_expand")
+            yield f"{ours}.project", (f"{p}.conv_pwl", f"{p}.bn2")
+    yield from _head_and_classifier(plan, ("conv_head", "bn2"), "classifier")
 
 
-def _torchvision_efficientnet_scheme(model: EfficientConvNet) -> SchemeItems:
+def _torchvision_efficientnet_scheme(plan: Plan) -> SchemeItems:
     yield "stem", ("features.0.0", "features.0.1")
-    for i, stage in enumerate(model.stages):
-        for j, block in enumerate(stage):
-            ours, p = f"stages.{i}.{j}", f"features.{i + 1}.{j}.block"
-            if isinstance(block, MBConv):  # block = [expand], depthwise, [se], project
-                parts = [] if isinstance(block.expand, nn.Identity) else ["expand"]
-                parts += ["depthwise"] + ([] if isinstance(block.se, nn.Identity) else ["se"]) + ["project"]
-                for k, part in enumerate(parts):
-                    if part == "se":
-                        yield from _se(ours, block, f"{p}.{k}.fc1", f"{p}.{k}.fc2")
-                    else:
-                        yield f"{ours}.{part}", (f"{p}.{k}.0", f"{p}.{k}.1")
-            elif isinstance(block, FusedMBConv):  # block = expand kxk, [project]
-                if not isinstance(block.se, nn.Identity):
-                    raise _unsupported("torchvision", "squeeze-excitation in Fused-MBConv")
-                yield f"{ours}.expand", (f"{p}.0.0", f"{p}.0.1")
-                if not isinstance(block.project, nn.Identity):
-                    yield f"{ours}.project", (f"{p}.1.0", f"{p}.1.1")
-            else:
-                raise _unsupported("torchvision", f"block type {type(block).__name__} in EfficientNet")
-    if isinstance(model.head, ConvNormAct):
-        yield "head", (f"features.{len(model.stages) + 1}.0", f"features.{len(model.stages) + 1}.1")
-    if isinstance(model.classifier, nn.Linear):
-        yield "classifier", "classifier.1"
+    for b in plan.blocks:
+        ours, p = _ours(b), f"features.{b.stage + 1}.{b.position}.block"
+        if b.block is BlockType.MBCONV:  # block = [expand], depthwise, [se], project
+            parts = (["expand"] if b.has_expand else []) + ["depthwise"] + (["se"] if b.has_se else [])
+            for k, part in enumerate(parts + ["project"]):
+                if part == "se":
+                    yield from _se(ours, b, f"{p}.{k}.fc1", f"{p}.{k}.fc2")
+                else:
+                    yield f"{ours}.{part}", (f"{p}.{k}.0", f"{p}.{k}.1")
+        elif b.block is BlockType.FUSED_MBCONV:  # block = expand kxk, [project]
+            if b.has_se:
+                raise _unsupported("torchvision", "squeeze-excitation in Fused-MBConv")
+            yield f"{ours}.expand", (f"{p}.0.0", f"{p}.0.1")
+            if b.has_project:
+                yield f"{ours}.project", (f"{p}.1.0", f"{p}.1.1")
+        else:
+            raise _unsupported("torchvision", f"block type {b.block.value} in EfficientNet")
+    head = f"features.{plan.num_stages + 1}"
+    yield from _head_and_classifier(plan, (f"{head}.0", f"{head}.1"), "classifier.1")
 
 
-def _torchvision_mobilenet_v2_scheme(model: EfficientConvNet) -> SchemeItems:
+def _torchvision_mobilenet_v2_scheme(plan: Plan) -> SchemeItems:
     yield "stem", ("features.0.0", "features.0.1")
-    g = 0  # torchvision keeps all blocks in one flat Sequential after the stem
-    for i, stage in enumerate(model.stages):
-        for j, block in enumerate(stage):
-            g += 1
-            ours, p = f"stages.{i}.{j}", f"features.{g}.conv"
-            if not isinstance(block, MBConv) or not isinstance(block.se, nn.Identity):
-                raise _unsupported("torchvision MobileNetV2", f"{type(block).__name__} or squeeze-excitation")
-            k = 0
-            if not isinstance(block.expand, nn.Identity):
-                yield f"{ours}.expand", (f"{p}.0.0", f"{p}.0.1")
-                k = 1
-            yield f"{ours}.depthwise", (f"{p}.{k}.0", f"{p}.{k}.1")
-            yield f"{ours}.project", (f"{p}.{k + 1}", f"{p}.{k + 2}")  # bare conv and BN, no wrapper
-    if isinstance(model.head, ConvNormAct):
-        yield "head", (f"features.{g + 1}.0", f"features.{g + 1}.1")
-    if isinstance(model.classifier, nn.Linear):
-        yield "classifier", "classifier.1"
+    for b in plan.blocks:  # torchvision keeps all blocks in one flat Sequential after the stem
+        ours, p = _ours(b), f"features.{b.index + 1}.conv"
+        if b.block is not BlockType.MBCONV or b.has_se:
+            raise _unsupported("torchvision MobileNetV2", f"{b.block.value} or squeeze-excitation")
+        k = 0
+        if b.has_expand:
+            yield f"{ours}.expand", (f"{p}.0.0", f"{p}.0.1")
+            k = 1
+        yield f"{ours}.depthwise", (f"{p}.{k}.0", f"{p}.{k}.1")
+        yield f"{ours}.project", (f"{p}.{k + 1}", f"{p}.{k + 2}")  # bare conv and BN, no wrapper
+    head = f"features.{len(plan.blocks) + 1}"
+    yield from _head_and_classifier(plan, (f"{head}.0", f"{head}.1"), "classifier.1")
 
 
-SCHEMES: dict[str, Callable[[EfficientConvNet], SchemeItems]] = {
+SCHEMES: dict[str, Callable[[Plan], SchemeItems]] = {
     "timm": _timm_scheme,
     "torchvision_efficientnet": _torchvision_efficientnet_scheme,
     "torchvision_mobilenet_v2": _torchvision_mobilenet_v2_scheme,
@@ -218,7 +215,7 @@ def key_map(model: EfficientConvNet, scheme: str) -> dict[str, str]:
         raise ValueError(f"unknown naming scheme {scheme!r}; allowed: {', '.join(SCHEMES)}")
     modules = dict(model.named_modules())
     mapping: dict[str, str] = {}
-    for ours, peer in SCHEMES[scheme](model):
+    for ours, peer in SCHEMES[scheme](model.plan):
         module = modules[ours]
         if isinstance(peer, tuple):
             assert isinstance(module, ConvNormAct), ours
