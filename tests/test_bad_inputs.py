@@ -111,6 +111,7 @@ CLI_CASES = [
      ["phi must be", "between -10 and 25"]),
     ("data-missing", ["train", "--data", "{root}/no-such-folder"], ["does not exist"]),
     ("data-empty", ["train", "--data", "{empty}"], ["no class folders"]),
+    ("data-is-a-file", ["train", "--data", "{text}"], ["notes.txt is a file"]),
     ("train-threads", ["train", "--threads", "0", "--data", "{data}"], ["--threads must be a positive integer"]),
     ("resume-no-output", ["train", "--resume"], ["--resume needs --output"]),
     ("resume-nothing", ["train", "--resume", "--output", "{empty}"], ["nothing to resume"]),
@@ -133,6 +134,7 @@ CLI_CASES = [
     ("profile-resolution-zero", ["profile", "mobilenet_v2_035", "--resolution", "0"], ["--resolution"]),
     ("profile-source", ["profile", "keras:mobilenet"], ["unknown model source 'keras'"]),
     ("zoo-no-match", ["zoo", "resnet*"], ["no zoo model matches"]),
+    ("models-no-match", ["models", "efficientnet_bo"], ["no zoo model matches", "did you mean efficientnet_b0"]),
     ("bench-output-file", ["bench", "--models", "mobilenet_v2_035", "--device", "cpu", "--out", "{text}/out"],
      ["notes.txt", "not a folder"]),
 ]

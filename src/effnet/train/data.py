@@ -204,8 +204,10 @@ def _checked(by_class: dict[str, list[Path]], config: TrainConfig, skipped: list
 def folder_dataset(config: TrainConfig) -> DataSet:
     """ImageFolder layout: root/train/<class> + root/val/<class>, or root/<class> split by seed."""
     root = Path(config.data).expanduser()
+    if root.exists() and not root.is_dir():
+        raise TrainError(f"--data {root} is a file; give a folder of class folders, or digits, cifar10, cifar100")
     if not root.is_dir():
-        raise TrainError(f"data folder {root} does not exist")
+        raise TrainError(f"data folder {root} does not exist (--data takes digits, cifar10, cifar100 or a folder)")
     skipped: list[str] = []
     if (root / "train").is_dir():
         train_files = _checked(_class_files(root / "train"), config, skipped)
