@@ -104,6 +104,7 @@ CLI_CASES = [
     ("epochs-not-int", ["train", "--epochs", "two"], ["--epochs", "invalid int value"]),
     ("batch-size-zero", ["train", "--batch-size", "0"], ["batch_size must be a positive integer"]),
     ("image-size-small", ["train", "--image-size", "8"], ["image size 8 is too small", "at least 32"]),
+    ("size-start-small", ["train", "--size-start", "8"], ["size_start 8", "--size-start 32"]),
     ("drop-path-range", ["train", "--drop-path-rate", "1.5"], ["drop_path_rate", "[0, 1)"]),
     ("progressive-name", ["train", "--progressive", "v2-x"], ["progressive must be one of", "v2-s"]),
     ("width-zero", ["train", "--width", "0", "--data", "{data}"], ["width multiplier"]),

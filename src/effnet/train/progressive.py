@@ -105,9 +105,11 @@ def schedule_from_config(config: TrainConfig, final_size: int, model_dropout: fl
     else:
         size_start = config.size_start if config.size_start is not None else final_size
     if size_start < min_size:
-        raise TrainError(f"size_start {size_start} is below the smallest size the model takes ({min_size})")
+        raise TrainError(f"size_start {size_start} is below the smallest size the model takes ({min_size}): "
+                         f"pass --size-start {min_size} or more")
     if size_start > final_size:
-        raise TrainError(f"size_start {size_start} is larger than the final image size {final_size}")
+        raise TrainError(f"size_start {size_start} is larger than the final image size {final_size}: "
+                         f"pass --size-start {final_size} or less, or a larger --image-size")
     stages = config.stages or (preset.stages if preset else 1)
     return build_schedule(config.epochs, stages, (size_start, final_size), randaug, mixup, dropout,
                           config.size_multiple, min_size)
