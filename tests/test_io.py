@@ -5,7 +5,7 @@ import stat
 
 import pytest
 
-from effnet.io import atomic_output, write_atomic
+from effnet.io import atomic_output, is_temp_file, remove_stale_temp_files, write_atomic
 
 
 def test_write_atomic_replaces_and_leaves_no_temp_files(tmp_path):
@@ -34,3 +34,18 @@ def test_bad_targets_are_one_line_errors(tmp_path):
         pass
     with pytest.raises(ValueError, match="does not exist"), atomic_output(tmp_path / "missing" / "x.bin"):
         pass
+
+
+def test_stale_temp_files_are_recognised_and_removed(tmp_path):
+    path = tmp_path / "w.safetensors"
+    with pytest.raises(KeyboardInterrupt), atomic_output(path) as tmp:
+        stale = tmp.with_name(tmp.name)  # the name a SIGKILL would have left behind
+        raise KeyboardInterrupt
+    stale.write_bytes(b"half")
+    keep = [tmp_path / n for n in ("w.safetensors.tmp", ".hidden", "notes.tmp", ".x.too-long-rnd.tmp")]
+    for p in keep:
+        p.write_bytes(b"mine")
+    assert is_temp_file(stale) and not any(is_temp_file(p) for p in keep)
+    assert remove_stale_temp_files(tmp_path) == [stale]
+    assert sorted(tmp_path.iterdir()) == sorted(keep)
+    assert remove_stale_temp_files(tmp_path / "absent") == []

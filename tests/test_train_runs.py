@@ -7,15 +7,19 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
+from safetensors.torch import save_file
 
 from effnet.cli import main
 from effnet.train import TrainConfig, TrainError, checkpoint, engine, train
 from effnet.train.data import load_digits
+from effnet.weights import load, load_checkpoint, read_weights, save
 
 # A small, quick setting: 300 digit images as PNG files, mobilenet_v2_035 at 32 px, batches of 32.
 TINY = {"model": "mobilenet_v2_035", "epochs": 4, "batch_size": 16, "image_size": 32, "optimizer": "adamw",
@@ -64,38 +68,87 @@ def test_progressive_run_changes_size_and_resume_is_bitwise_exact(digits_folder,
     monkeypatch.setattr("effnet.train.run.ckpt.save_checkpoint", real_save)
     resumed = train(TrainConfig(output=str(tmp_path / "split"), resume=True, progress=False, plots=False))
 
-    a, _ = checkpoint.load_weights(tmp_path / "full" / "epoch-0004.safetensors")
-    b, _ = checkpoint.load_weights(tmp_path / "split" / "epoch-0004.safetensors")
+    a, _ = read_weights(tmp_path / "full" / "epoch-0004.safetensors")
+    b, _ = read_weights(tmp_path / "split" / "epoch-0004.safetensors")
     assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a), "resumed weights differ"
     ema_a = checkpoint.load_state(tmp_path / "full" / "epoch-0004.state.pt")["ema"]["weights"]
     ema_b = checkpoint.load_state(tmp_path / "split" / "epoch-0004.state.pt")["ema"]["weights"]
     assert all(ema_a[k].equal(ema_b[k]) for k in ema_a)
     assert [h["val_acc"] for h in resumed.history] == [h["val_acc"] for h in full.history]
-    best_a, meta_a = checkpoint.load_weights(tmp_path / "full" / "best.safetensors")
-    best_b, meta_b = checkpoint.load_weights(tmp_path / "split" / "best.safetensors")
+    best_a, meta_a = read_weights(tmp_path / "full" / "best.safetensors")
+    best_b, meta_b = read_weights(tmp_path / "split" / "best.safetensors")
     assert meta_a == meta_b and all(best_a[k].equal(best_b[k]) for k in best_a)
     rows = (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(r)["epoch"] for r in rows] == [1, 2, 3, 4]  # one clean log across the interruption
 
 
-def test_sigkill_while_writing_a_checkpoint_keeps_the_previous_one(digits_folder, tmp_path):
-    run = tmp_path / "run"
-    args = [sys.executable, "-m", "effnet", "train", "--data", str(digits_folder), "--model", "mobilenet_v2_035",
-            "--epochs", "3", "--batch-size", "32", "--image-size", "32", "--workers", "0", "--no-progress",
-            "--no-plots", "--output", str(run)]
-    # SIGKILL just before epoch 2's state file is renamed into place: its weights file is complete,
-    # its state file sits fully written under a temporary name, the pointer still names epoch 1.
-    killed = subprocess.run(args, env={**ENV, "EFFNET_TEST_KILL_BEFORE_RENAME": "state.pt:2"},
-                            capture_output=True, text=True, timeout=300, check=False)
-    assert killed.returncode == -signal.SIGKILL, killed.stderr
-    assert json.loads((run / "last.json").read_text())["epoch"] == 1
-    assert any(p.name.startswith(".epoch-0002.state.pt.") and p.name.endswith(".tmp") for p in run.iterdir())
-    weights, state = checkpoint.last_checkpoint(run)
-    _, meta = checkpoint.load_model(weights)
-    assert meta["epoch"] == 1 and checkpoint.load_state(state)["epoch"] == 1
-    done = subprocess.run([*args, "--resume"], env=ENV, capture_output=True, text=True, timeout=300, check=False)
-    assert done.returncode == 0, done.stderr
-    assert "resuming after epoch 1" in done.stdout and json.loads((run / "last.json").read_text())["epoch"] == 3
+# `effnet train` with one patch, in the test's own child process: just before the n-th rename of a file
+# whose name holds TEXT, the process stops itself (SIGSTOP), its temp file fully written, so that the
+# test can SIGKILL it from outside at exactly that instant.
+_STOP_BEFORE_RENAME = """
+import os, signal, sys
+from effnet.cli import main
+
+text, n, seen, real_replace = sys.argv[1], int(sys.argv[2]), [], os.replace
+
+def replace(src, dst):
+    if text in os.fspath(dst):
+        seen.append(dst)
+        if len(seen) == n:
+            os.kill(os.getpid(), signal.SIGSTOP)
+    real_replace(src, dst)
+
+os.replace = replace
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+def test_sigkill_while_writing_a_checkpoint_then_resume_is_bitwise_exact(digits_folder, tmp_path, capsys):
+    flags = ["--data", str(digits_folder), "--model", "mobilenet_v2_035", "--epochs", "2", "--batch-size", "32",
+             "--image-size", "32", "--workers", "0", "--no-progress", "--no-plots", "--ema-decay", "0.9",
+             "--no-check-images"]
+    run, full = tmp_path / "run", tmp_path / "full"
+    log = tmp_path / "killed.log"
+    with open(log, "w") as out:
+        child = subprocess.Popen([sys.executable, "-c", _STOP_BEFORE_RENAME, "state.pt", "2", "train", *flags,
+                                  "--output", str(run)], env=ENV, stdout=out, stderr=out)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the child (OMP_NUM_THREADS=1): one thread sums in one order
+    try:
+        assert main(["train", *flags, "--output", str(full)]) == 0  # the uninterrupted run, meanwhile
+        watchdog = threading.Timer(300, child.kill)
+        watchdog.start()
+        try:
+            _, status = os.waitpid(child.pid, os.WUNTRACED)
+            assert os.WIFSTOPPED(status), log.read_text()[-2000:]
+            # Epoch 2's weights are in place, its state file sits complete under a temp name, the pointer
+            # still names epoch 1: now the real SIGKILL.
+            os.kill(child.pid, signal.SIGKILL)
+            assert child.wait(timeout=60) == -signal.SIGKILL
+        finally:
+            watchdog.cancel()
+        temp = [p.name for p in run.iterdir() if p.name.startswith(".epoch-0002.state.pt.") and p.name.endswith(".tmp")]
+        assert len(temp) == 1 and json.loads((run / "last.json").read_text())["epoch"] == 1
+        weights, state = checkpoint.last_checkpoint(run)
+        epoch_1, meta = read_weights(weights)
+        assert meta.training["epoch"] == 1 and checkpoint.load_state(state)["epoch"] == 1
+        capsys.readouterr()
+        assert main(["train", *flags, "--output", str(run), "--resume"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    out = capsys.readouterr().out
+    assert "resuming after epoch 1" in out and f"removed {run / temp[0]}" in out
+    assert _files(run) == _files(full)  # the temp file is gone, nothing else is left over
+    for name in ("epoch-0002.safetensors", "best.safetensors"):
+        (a, meta_a), (b, meta_b) = read_weights(full / name), read_weights(run / name)
+        assert meta_a == meta_b and a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a), name
+    last, _ = read_weights(run / "epoch-0002.safetensors")
+    assert not any(epoch_1[k].equal(last[k]) for k in last)  # epoch 2 did train: the comparison has teeth
+    ema_a = checkpoint.load_state(full / "epoch-0002.state.pt")["ema"]["weights"]
+    ema_b = checkpoint.load_state(run / "epoch-0002.state.pt")["ema"]["weights"]
+    assert all(ema_a[k].equal(ema_b[k]) for k in ema_a)
+    rows = [[json.loads(r)["val_acc"] for r in (d / "metrics.jsonl").read_text().splitlines()] for d in (full, run)]
+    assert len(rows[0]) == 2 and rows[0] == rows[1]
 
 
 def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(digits_folder, tmp_path, monkeypatch, capsys):
@@ -116,7 +169,7 @@ def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(digits_folder, 
     assert "\n" not in err and "loss became nan at step 9" in err and "epoch 2/3, batch 2" in err
     assert str(run / "epoch-0001.safetensors") in err
     assert json.loads((run / "last.json").read_text())["epoch"] == 1
-    checkpoint.load_model(run / "epoch-0001.safetensors")
+    load(run / "epoch-0001.safetensors")
 
 
 @pytest.mark.slow
@@ -128,9 +181,13 @@ def test_main_job_learns_digits_on_a_short_run(tmp_path):
 
 
 def test_evaluate_predict_and_class_mismatch(digits_folder, tmp_path, capsys):
+    stale = tmp_path / "r" / ".epoch-0001.state.pt.k3x_9a0q.tmp"  # left by a run SIGKILLed mid-write
+    stale.parent.mkdir()
+    stale.write_bytes(b"half")
     result = train(TrainConfig(**{**TINY, "plots": True}, data=str(digits_folder), output=str(tmp_path / "r")))
     assert {"curves.png", "schedule.png", "metrics.csv", "metrics.jsonl", "best.safetensors", "config.json",
             "last.json"} <= _files(tmp_path / "r")
+    assert not stale.exists()
     best = str(result.best_path)
     assert main(["evaluate", "--weights", best, "--confusion", str(tmp_path / "cm.png")]) == 0
     out = capsys.readouterr().out
@@ -143,6 +200,26 @@ def test_evaluate_predict_and_class_mismatch(digits_folder, tmp_path, capsys):
     line = capsys.readouterr().out.strip()
     probs = [float(p.rstrip("%")) for p in line.split(": ", 1)[1].replace(",", "").split()[1::2]]
     assert len(probs) == 3 and probs == sorted(probs, reverse=True) and sum(probs) <= 100.05
+
+    # any effnet file: one from effnet.save (no class names, no data: evaluate needs --data) ...
+    model, meta = load_checkpoint(best)
+    plain = save(model, tmp_path / "plain.safetensors", eval_size=meta.eval_size, normalization=meta.normalization)
+    assert main(["predict", "--weights", str(plain), str(image), "--top-k", "2"]) == 0
+    assert capsys.readouterr().out.split(": ", 1)[1].startswith("class ")
+    assert main(["evaluate", "--weights", str(plain)]) == 2
+    assert "pass --data" in capsys.readouterr().err
+    assert main(["evaluate", "--weights", str(plain), "--data", str(digits_folder), "--confusion",
+                 str(tmp_path / "cm2.png")]) == 0
+    assert "top-1 " in capsys.readouterr().out
+    # ... and one in effnet train's old layout (format "effnet-train-1"), read as the same model
+    old = {"model_config": model.config.to_dict(), "class_names": list(meta.class_names), "image_size": 32,
+           "crop_pct": meta.training["crop_pct"], "mean": list(meta.normalization.mean),
+           "std": list(meta.normalization.std), "data": "folder", "data_source": str(digits_folder),
+           "split": meta.training["split"], "epoch": 1, "val_acc": 0.5, "weights": "raw"}
+    save_file(dict(model.state_dict()), str(tmp_path / "old.safetensors"),
+              metadata={"format": "effnet-train-1", **{k: json.dumps(v) for k, v in old.items()}})
+    assert main(["predict", "--weights", str(tmp_path / "old.safetensors"), str(image), "--top-k", "3"]) == 0
+    assert capsys.readouterr().out.strip() == line
 
     # different classes: a folder whose class names differ from the checkpoint's
     other = tmp_path / "letters"

@@ -10,12 +10,14 @@ import torch
 from PIL import Image
 
 from effnet.cli import main
+from effnet.errors import CheckpointError
 from effnet.train import checkpoint as ckpt
 from effnet.train.config import TrainConfig, TrainError
 from effnet.train.data import load_dataset, load_digits, train_loader, train_transform
 from effnet.train.ema import ModelEma
 from effnet.train.optim import RMSpropTF, WarmupDecay, build_optimizer
 from effnet.train.progressive import PRESETS, build_schedule, schedule_from_config, stage_at
+from effnet.weights import create_model, save
 
 
 # ---------------------------------------------------------------- progressive schedule
@@ -178,21 +180,9 @@ def test_ema_follows_weights_with_warmup():
 
 
 # ---------------------------------------------------------------- checkpoint files
-def test_atomic_write_leaves_old_file_when_interrupted(tmp_path, monkeypatch):
-    path = tmp_path / "x.bin"
-    ckpt.atomic_write(path, b"old")
-    monkeypatch.setattr(ckpt.os, "replace", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
-    with pytest.raises(KeyboardInterrupt):
-        ckpt.atomic_write(path, b"new")
-    assert path.read_bytes() == b"old"
-
-
-def test_weights_and_state_round_trip_without_pickle(tmp_path):
-    model = torch.nn.Linear(3, 2)
-    ckpt.save_weights(tmp_path / "w.safetensors", model.state_dict(), {"class_names": ["a", "b"], "epoch": 3})
-    state, meta = ckpt.load_weights(tmp_path / "w.safetensors")
-    assert meta == {"class_names": ["a", "b"], "epoch": 3} and torch.equal(state["weight"], model.weight)
-    ckpt.save_state(tmp_path / "s.pt", {"rng": ckpt.rng_state(), "epoch": 3})
+def test_state_round_trips_without_pickle_and_a_damaged_one_is_one_line(tmp_path, capsys):
+    state = {k: [] for k in ckpt.STATE_KEYS} | {"rng": ckpt.rng_state(), "epoch": 3}
+    ckpt.save_state(tmp_path / "s.pt", state)
     loaded = ckpt.load_state(tmp_path / "s.pt")  # weights_only=True inside
     expected = (torch.rand(2), np.random.rand(), __import__("random").random())
     torch.rand(5), np.random.rand(3), __import__("random").random()  # move every generator on
@@ -200,12 +190,31 @@ def test_weights_and_state_round_trip_without_pickle(tmp_path):
     assert torch.equal(expected[0], torch.rand(2)) and expected[1] == np.random.rand()
     assert expected[2] == __import__("random").random()
 
+    data = (tmp_path / "s.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+    (tmp_path / "empty.pt").write_bytes(b"")
+    torch.save({"epoch": 3}, tmp_path / "other.pt")
+    for name, message in (("cut.pt", "corrupt or truncated PyTorch file"), ("empty.pt", "corrupt or truncated"),
+                          ("other.pt", "not an effnet train state file")):
+        with pytest.raises(CheckpointError, match=message) as e:
+            ckpt.load_state(tmp_path / name)
+        assert str(tmp_path / name) in str(e.value) and "\n" not in str(e.value)
+    # through the CLI: a run whose newest state file was cut short
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "epoch-0001.state.pt").write_bytes(data[: len(data) // 2])
+    save(create_model("mobilenet_v1_025", num_classes=10), run / "epoch-0001.safetensors")
+    (run / "last.json").write_text(json.dumps({"epoch": 1, "weights": "epoch-0001.safetensors",
+                                               "state": "epoch-0001.state.pt"}))
+    assert "corrupt or truncated PyTorch file" in _err(capsys, ["train", "--output", str(run), "--resume"])
+
 
 def test_foreign_or_missing_checkpoint_is_one_line(tmp_path, capsys):
-    assert "does not exist" in _err(capsys, ["predict", "--weights", str(tmp_path / "no.safetensors"), "x.png"])
+    assert "no such checkpoint file" in _err(capsys, ["predict", "--weights", str(tmp_path / "no.safetensors"),
+                                                       "x.png"])
     from safetensors.torch import save_file
     save_file({"w": torch.zeros(1)}, str(tmp_path / "foreign.safetensors"))
-    assert "not written by effnet train" in _err(capsys, ["evaluate", "--weights", str(tmp_path / "foreign.safetensors")])
+    assert "not an effnet file" in _err(capsys, ["evaluate", "--weights", str(tmp_path / "foreign.safetensors")])
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "last.json").write_text(json.dumps({"epoch": 1, "weights": "gone.safetensors",
                                                             "state": "gone.state.pt"}))
@@ -237,3 +246,21 @@ def test_trivialaugment_and_batch_mixing():
     mixed, soft = batch_mixer(0.4, 1.0, 10)(images, labels)  # MixUp or CutMix, one per batch
     assert mixed.shape == images.shape and soft.shape == (4, 10) and torch.allclose(soft.sum(1), torch.ones(4))
     assert (soft > 0).sum(1).max() == 2  # two classes mixed into each target
+
+
+# ---------------------------------------------------------------- effnet train --help
+def test_train_help_is_each_fields_metadata_with_its_real_default(capsys):
+    import dataclasses
+
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--help"])
+    assert e.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    for f in dataclasses.fields(TrainConfig):
+        assert f.metadata.get("help"), f"{f.name} has no help in its field metadata"
+        assert f"{f.metadata['help']} (default: " in text, f.name
+        assert f.default is not None or f.metadata["default_text"], f"{f.name}: say what None means"
+    assert "None" not in text
+    assert "passes over the training set (default: 25 for digits, else 30)" in text  # the recipe's, then generic
+    assert "(default: mobilenet_v2_050)" in text and "(default: the model's own)" in text
+    assert "torch.compile the model (one recompilation per progressive size) (default: off)" in text

@@ -1,13 +1,36 @@
-"""effnet: efficient convolutional networks, faithful to the papers and as fast as their FLOPs promise."""
+"""effnet: efficient convolutional networks, faithful to the papers and as fast as their FLOPs promise.
 
-from effnet.export import export_onnx
-from effnet.model import EfficientConvNet, ModelConfig
-from effnet.scaling import compound_coefficients, make_divisible
-from effnet.tables import BlockType, NetSpec, Stage
-from effnet.weights import convert_state_dict, create_model, export_state_dict, load, save
-from effnet.zoo import efficientnet, get_recipe, list_models, model_config
+The public names are imported on first use (PEP 562), so the torch-free modules (``effnet.config``,
+``effnet.plan``, ``effnet.tables``, ``effnet.errors``, ``effnet.weights.format``, the runtime's numpy
+and OpenCL backends) import on a machine without torch.
+"""
+
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
+
+# public name -> the module that defines it
+_EXPORTS = {
+    "BlockType": "effnet.tables",
+    "EfficientConvNet": "effnet.model",
+    "ModelConfig": "effnet.config",
+    "NetSpec": "effnet.tables",
+    "Stage": "effnet.tables",
+    "compound_coefficients": "effnet.scaling",
+    "convert_state_dict": "effnet.weights",
+    "create_model": "effnet.weights",
+    "efficientnet": "effnet.zoo",
+    "export_onnx": "effnet.export",
+    "export_state_dict": "effnet.weights",
+    "get_recipe": "effnet.zoo",
+    "list_models": "effnet.zoo",
+    "load": "effnet.weights",
+    "make_divisible": "effnet.scaling",
+    "model_config": "effnet.zoo",
+    "save": "effnet.weights",
+}
 
 __all__ = [
     "BlockType",
@@ -28,3 +51,15 @@ __all__ = [
     "model_config",
     "save",
 ]
+
+
+def __getattr__(name: str) -> object:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'effnet' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value  # later look-ups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -11,6 +11,7 @@ import importlib
 import os
 import sys
 
+from effnet.errors import UserError
 from effnet.suggest import did_you_mean
 
 # name -> (module, one-line help)
@@ -23,10 +24,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("effnet.train.evaluate_cli", "top-1/top-5, per-class accuracy and confusion matrix of a checkpoint"),
     "predict": ("effnet.train.predict_cli", "top-k classes of images with a checkpoint"),
 }
-
-
-class UserError(Exception):
-    """A mistake in what the user asked for; printed as one line, exit status 2."""
 
 
 class _Parser(argparse.ArgumentParser):

@@ -20,7 +20,7 @@ from effnet.analysis.formulas import conv_cost_report
 from effnet.analysis.profile import Profile, profile
 from effnet.analysis.table import FORMATS, Column, human, render, render_layers, render_rollup
 from effnet.analysis.zoo_cli import DTYPES
-from effnet.cli import UserError
+from effnet.errors import UserError
 from effnet.zoo import create_model, get_recipe
 
 # Libraries whose models ``effnet profile LIB:NAME`` builds (weights are never downloaded).

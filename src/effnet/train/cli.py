@@ -1,4 +1,4 @@
-"""``effnet train``: every TrainConfig field is a flag, its help is the field's one-line reason.
+"""``effnet train``: every TrainConfig field is a flag; its help is the field's reason (field metadata).
 
     effnet train                                   # embedded digits, a few minutes on 2 CPU cores
     effnet train --data path/to/folder --model efficientnet_v2_b0 --progressive v2-s --epochs 50
@@ -9,37 +9,33 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import inspect
-import re
 
-from effnet.train.config import TrainConfig
+from effnet.train.config import RECIPES, TrainConfig
 
 _TYPES = {"int": int, "float": float, "str": str, "bool": bool}
-# What the `data` flag takes, beyond what the field comment says.
-_EXTRA_HELP = {"data": " (default: digits)", "progressive": "; 'none' for constant values"}
+_DEFAULT_DATA = "digits"  # what `effnet train` trains on without --data
 
 
-def field_reasons() -> dict[str, str]:
-    """Field name -> its comment in config.py (the single source of each flag's help)."""
-    try:
-        source = inspect.getsource(TrainConfig)
-    except (OSError, TypeError):  # no source shipped (zipped install): flags still work, without help
-        return {}
-    return {m.group(1): m.group(2) for m in re.finditer(r"^\s+(\w+): [^=]+=.*?  # (.*)$", source, re.MULTILINE)}
+def help_text(f: dataclasses.Field) -> str:
+    """A flag's help: the field's reason and its real default (the digits recipe's value first)."""
+    default = f.metadata.get("default_text")
+    if default is None:
+        default = ("on" if f.default else "off") if isinstance(f.default, bool) else str(f.default)
+    if f.name in RECIPES[_DEFAULT_DATA] and RECIPES[_DEFAULT_DATA][f.name] != f.default:
+        default = f"{RECIPES[_DEFAULT_DATA][f.name]} for {_DEFAULT_DATA}, else {default}"
+    return f"{f.metadata['help']} (default: {default})".replace("%", "%%")  # argparse formats help with %
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    reasons = field_reasons()
     for f in dataclasses.fields(TrainConfig):
         base = _TYPES[f.type.split("|")[0].strip()]
         flag = "--" + f.name.replace("_", "-")
-        text = reasons.get(f.name, "") + _EXTRA_HELP.get(f.name, "")
         if base is bool:
             action = "store_true" if f.name == "resume" else argparse.BooleanOptionalAction
-            parser.add_argument(flag, action=action, default=argparse.SUPPRESS, help=text)
+            parser.add_argument(flag, action=action, default=argparse.SUPPRESS, help=help_text(f))
         else:
             # SUPPRESS: an unset flag stays absent, so the data set's recipe can fill it
-            parser.add_argument(flag, type=base, default=argparse.SUPPRESS, help=text,
+            parser.add_argument(flag, type=base, default=argparse.SUPPRESS, help=help_text(f),
                                 metavar=f.name.upper() if f.name != "data" else "DIGITS|CIFAR10|CIFAR100|FOLDER")
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 OPTIMIZERS = ("sgd", "rmsprop", "adamw")
 SCHEDULES = ("cosine", "exponential")
@@ -29,6 +29,14 @@ RECIPES: dict[str, dict] = {
 }
 
 
+def option(default: object, reason: str, default_text: str | None = None):
+    """A TrainConfig field with its one-line reason, which ``effnet train --help`` shows as the flag's help.
+
+    ``default_text`` says in words what a ``None`` default means ("the model's own", ...).
+    """
+    return field(default=default, metadata={"help": reason, "default_text": default_text})
+
+
 class TrainError(ValueError):
     """A problem with the run's input or its course (bad data, diverged loss); printed as one line."""
 
@@ -38,76 +46,92 @@ class TrainConfig:
     """Everything one training run needs; the CLI flags map one-to-one onto these fields."""
 
     # --- model
-    model: str = "mobilenet_v2_050"  # zoo name; the default is small enough for 2 CPU cores in minutes
-    width: float | None = None  # create_model width multiplier override (None: the recipe's)
-    depth: float | None = None  # create_model depth multiplier override (None: the recipe's)
-    phi: float | None = None  # compound scaling coefficient for EfficientNet/Lite (None: the recipe's)
-    drop_path_rate: float | None = None  # stochastic depth of the last block (None: the recipe's)
-    zero_head: bool = True  # start the classifier at zero: the TF init gives ~10x too large logits for 10 classes
+    model: str = option("mobilenet_v2_050", "zoo name; the default is small enough for 2 CPU cores in minutes")
+    width: float | None = option(None, "width multiplier override", "the model's own")
+    depth: float | None = option(None, "depth multiplier override", "the model's own")
+    phi: float | None = option(None, "compound scaling coefficient for EfficientNet/Lite", "the model's own")
+    drop_path_rate: float | None = option(None, "stochastic depth of the last block", "the model's own")
+    zero_head: bool = option(True, "start the classifier at zero: the TF init gives ~10x too large logits "
+                                   "for 10 classes")
 
     # --- data
-    data: str | None = None  # None/"digits": embedded digits; "cifar10"/"cifar100"; or an image folder
-    data_dir: str = "~/.cache/effnet"  # where torchvision keeps downloaded CIFAR
-    val_fraction: float = 0.2  # share held out for validation when the data has no val/ split
-    split_seed: int = 0  # seeds the train/val split, apart from the run's seed so splits stay comparable
-    bad_images: str = "stop"  # an unreadable image file: "stop" the run, or "skip" it (paths are printed)
-    check_images: bool = True  # open every file once before training, so a bad one fails now, not hours in
-    workers: int | None = None  # DataLoader processes (None: 0 for in-memory digits, else up to 8)
+    data: str | None = option(None, "digits (embedded), cifar10, cifar100, or an image folder", "digits")
+    data_dir: str = option("~/.cache/effnet", "where torchvision keeps downloaded CIFAR")
+    val_fraction: float = option(0.2, "share held out for validation when the data has no val/ split")
+    split_seed: int = option(0, "seeds the train/val split, apart from the run's seed so splits stay comparable")
+    bad_images: str = option("stop", "an unreadable image file: stop the run, or skip it (paths are printed)")
+    check_images: bool = option(True, "open every file once before training, so a bad one fails now, "
+                                      "not hours in")
+    workers: int | None = option(None, "DataLoader processes", "0 for in-memory data (digits, CIFAR), else up to 8")
 
     # --- schedule of the run
-    epochs: int = 30  # passes over the training set
-    batch_size: int = 64  # images per step on each process
-    image_size: int | None = None  # final (largest) training size (None: the data set's, else the model's)
-    eval_size: int | None = None  # validation size (None: each stage's training size, the final one at the end)
-    crop_pct: float | None = None  # eval resize-then-center-crop ratio (None: 1.0 digits, 0.875 otherwise)
+    epochs: int = option(30, "passes over the training set")
+    batch_size: int = option(64, "images per step on each process")
+    image_size: int | None = option(None, "final (largest) training size",
+                                    "the data set's natural size, else the model's resolution")
+    eval_size: int | None = option(None, "validation size", "each stage's training size, the final one at the end")
+    crop_pct: float | None = option(None, "eval resize-then-center-crop ratio",
+                                    "1.0 for digits and CIFAR, 0.875 for folders")
 
     # --- progressive learning (EfficientNetV2 Algorithm 1); a preset fills every None below
-    progressive: str | None = None  # "v2-s", "v2-m", "v2-l": paper Table 6, scaled to image_size
-    stages: int | None = None  # M, the number of stages (None: 4 with a preset, else 1)
-    size_start: int | None = None  # image size of the first stage (None: preset ratio, else image_size)
-    randaug_start: float | None = None  # RandAugment magnitude of the first stage
-    randaug_end: float | None = None  # RandAugment magnitude of the last stage (None: preset, else 9)
-    mixup_start: float | None = None  # mixup alpha of the first stage (0 switches mixup off)
-    mixup_end: float | None = None  # mixup alpha of the last stage (None: preset, else 0)
-    dropout_start: float | None = None  # classifier dropout of the first stage
-    dropout_end: float | None = None  # classifier dropout of the last stage (None: preset, else the recipe's)
-    size_multiple: int = 8  # stage sizes are rounded to this, so feature maps stay evenly divisible
+    progressive: str | None = option(None, "v2-s, v2-m, v2-l: paper Table 6, scaled to image_size; none for "
+                                           "constant values", "none")
+    stages: int | None = option(None, "M, the number of progressive stages", "4 with a preset, else 1")
+    size_start: int | None = option(None, "image size of the first stage",
+                                    "the preset's share of image_size, else image_size")
+    randaug_start: float | None = option(None, "RandAugment magnitude of the first stage",
+                                         "the preset's, else randaug_end")
+    randaug_end: float | None = option(None, "RandAugment magnitude of the last stage",
+                                       "the preset's, else 9 (torchvision's)")
+    mixup_start: float | None = option(None, "mixup alpha of the first stage (0 switches mixup off)",
+                                       "the preset's, else mixup_end")
+    mixup_end: float | None = option(None, "mixup alpha of the last stage", "the preset's, else 0")
+    dropout_start: float | None = option(None, "classifier dropout of the first stage",
+                                         "the preset's, else dropout_end")
+    dropout_end: float | None = option(None, "classifier dropout of the last stage",
+                                       "the preset's, else the model's own")
+    size_multiple: int = option(8, "stage sizes are rounded to this, so feature maps stay evenly divisible")
 
     # --- augmentation and loss
-    augment: str = "randaugment"  # per-image policy: "randaugment", "trivialaugment" or "none"
-    randaug_ops: int = 2  # RandAugment operations per image (N in the RandAugment paper)
-    scale_min: float | None = None  # RandomResizedCrop smallest area share (None: 0.6 digits, 0.35 CIFAR, 0.08 else)
-    hflip: float | None = None  # horizontal flip probability (None: 0 for digits, whose flips are wrong)
-    cutmix_alpha: float = 0.0  # CutMix alpha; with mixup on too, each batch picks one of the two
-    label_smoothing: float = 0.1  # spreads this much target mass over all classes (Inception-v3)
+    augment: str = option("randaugment", "per-image policy: randaugment, trivialaugment or none")
+    randaug_ops: int = option(2, "RandAugment operations per image (N in the RandAugment paper)")
+    scale_min: float | None = option(None, "RandomResizedCrop smallest area share",
+                                     "0.6 for digits, 0.35 for CIFAR, 0.08 for folders")
+    hflip: float | None = option(None, "horizontal flip probability",
+                                 "0 for digits, whose flips are wrong; else 0.5")
+    cutmix_alpha: float = option(0.0, "CutMix alpha; with mixup on too, each batch picks one of the two")
+    label_smoothing: float = option(0.1, "spreads this much target mass over all classes (Inception-v3)")
 
     # --- optimisation
-    optimizer: str = "sgd"  # "sgd" (Nesterov), "rmsprop" (TensorFlow-style epsilon) or "adamw"
-    lr: float | None = None  # peak learning rate (None: per-optimiser default scaled by global batch/256)
-    momentum: float = 0.9  # SGD/RMSProp momentum
-    weight_decay: float | None = None  # L2/decoupled decay, never on norm and bias (None: per optimiser)
-    rmsprop_decay: float = 0.9  # RMSProp moving-average decay of squared gradients (paper: 0.9)
-    rmsprop_eps: float = 1e-3  # RMSProp epsilon, inside the square root as in TensorFlow
-    schedule: str = "cosine"  # decay after warm-up: "cosine" to min_lr, or "exponential" (paper)
-    warmup_epochs: float = 1.0  # linear warm-up from 0, so early large gradients do not wreck BN stats
-    min_lr: float = 0.0  # where cosine ends
-    decay_rate: float = 0.97  # exponential: multiply the lr by this ...
-    decay_epochs: float = 2.4  # ... every this many epochs (the paper's 0.97 per 2.4 epochs)
-    clip_grad: float | None = None  # clip the global gradient norm to this (None: no clipping)
-    ema_decay: float = 0.998  # weight EMA decay (0: no EMA); warms up as (1+n)/(10+n) so short runs use it
+    optimizer: str = option("sgd", "sgd (Nesterov), rmsprop (TensorFlow-style epsilon) or adamw")
+    lr: float | None = option(None, "peak learning rate", "the optimiser's rate per 256 images (sgd 0.1, "
+                                                          "rmsprop 0.016, adamw 0.001) times global batch / 256")
+    momentum: float = option(0.9, "SGD/RMSProp momentum")
+    weight_decay: float | None = option(None, "L2/decoupled decay, never on norm and bias",
+                                        "sgd 5e-5, rmsprop 1e-5, adamw 0.05")
+    rmsprop_decay: float = option(0.9, "RMSProp moving-average decay of squared gradients, the paper's")
+    rmsprop_eps: float = option(1e-3, "RMSProp epsilon, inside the square root as in TensorFlow")
+    schedule: str = option("cosine", "decay after warm-up: cosine to min_lr, or exponential (paper)")
+    warmup_epochs: float = option(1.0, "linear warm-up from 0, so early large gradients do not wreck BN stats")
+    min_lr: float = option(0.0, "where cosine ends")
+    decay_rate: float = option(0.97, "exponential: multiply the lr by this every decay_epochs")
+    decay_epochs: float = option(2.4, "exponential: epochs between decays (the paper's 0.97 per 2.4 epochs)")
+    clip_grad: float | None = option(None, "clip the global gradient norm to this", "no clipping")
+    ema_decay: float = option(0.998, "weight EMA decay (0: no EMA); warms up as (1+n)/(10+n) so short runs "
+                                     "use it")
 
     # --- speed and reproducibility
-    device: str = "auto"  # "auto" (cuda when present), "cpu", "cuda", "cuda:1", ...
-    amp: str = "auto"  # "bf16", "fp16", "off"; auto: bf16 on CUDA, off on CPU
-    channels_last: bool | None = None  # NHWC memory format (None: on for CUDA, where it is faster)
-    compile: bool = False  # torch.compile the model (one recompilation per progressive size)
-    seed: int = 0  # every random choice derives from (seed, epoch, rank), which makes resume exact
+    device: str = option("auto", "auto (cuda when present), cpu, cuda, cuda:1, ...")
+    amp: str = option("auto", "bf16, fp16, off; auto: bf16 on CUDA, off on CPU")
+    channels_last: bool | None = option(None, "NHWC memory format", "on for CUDA, where it is faster; off on CPU")
+    compile: bool = option(False, "torch.compile the model (one recompilation per progressive size)")
+    seed: int = option(0, "every random choice derives from (seed, epoch, rank), which makes resume exact")
 
     # --- output
-    output: str | None = None  # run folder (None: runs/train-N, the first N not taken)
-    resume: bool = False  # continue the run in `output` from its last complete checkpoint
-    progress: bool = True  # tqdm bar per epoch (off for logs that are not a terminal)
-    plots: bool = True  # PNG curves and schedule at the end (matplotlib)
+    output: str | None = option(None, "run folder", "runs/train-N, the first N not taken")
+    resume: bool = option(False, "continue the run in --output from its last complete checkpoint")
+    progress: bool = option(True, "tqdm bar per epoch (off for logs that are not a terminal)")
+    plots: bool = option(True, "PNG curves and schedule at the end (matplotlib)")
 
     def __post_init__(self) -> None:
         choices = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "augment": AUGMENTS, "amp": AMP_MODES,

@@ -19,6 +19,7 @@ from torchvision.transforms import v2
 
 from effnet.train.config import TrainConfig, TrainError
 from effnet.train.progressive import ProgressiveStage
+from effnet.weights.format import Metadata, Normalization
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -101,7 +102,7 @@ class DataSet:
     scale_min: float = 0.08
     crop_pct: float = 0.875
     in_memory: bool = False
-    light_on_dark: bool = False  # light ink on a dark ground (the digits): predict inverts dark-on-light inputs
+    background: str | None = None  # "dark": light ink on black (the digits); predict inverts light-ground images
     skipped: list[str] = field(default_factory=list)  # unreadable files left out (bad_images="skip")
 
 
@@ -133,7 +134,7 @@ def digits_dataset(config: TrainConfig) -> DataSet:
     return DataSet("digits", TensorImages(images[train_idx], targets[train_idx]),
                    TensorImages(images[val_idx], targets[val_idx]), [str(d) for d in range(10)], 32,
                    mean=(0.5,) * 3, std=(0.5,) * 3, hflip=0.0, scale_min=0.6, crop_pct=1.0, in_memory=True,
-                   light_on_dark=True)
+                   background="dark")
 
 
 def cifar_dataset(config: TrainConfig, num: int) -> DataSet:
@@ -259,20 +260,31 @@ def train_transform(stage: ProgressiveStage, config: TrainConfig, data: DataSet)
     return v2.Compose(ops)
 
 
-def eval_transform(size: int, crop_pct: float, mean, std) -> v2.Compose:
-    """Resize the short side to size/crop_pct, center-crop ``size``, normalise."""
-    return v2.Compose([
-        v2.Resize(round(size / crop_pct), antialias=True),
-        v2.CenterCrop(size),
-        v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(mean, std),
-    ])
+def eval_transform(size: int | tuple[int, int], crop_pct: float, mean, std, invert: bool = False) -> v2.Compose:
+    """Resize to size/crop_pct (the short side, for a square size), center-crop ``size``, normalise
+    (after ``1 - x`` when ``invert``)."""
+    h, w = (size, size) if isinstance(size, int) else size
+    resize = round(h / crop_pct) if h == w else (round(h / crop_pct), round(w / crop_pct))
+    steps = [v2.Resize(resize, antialias=True), v2.CenterCrop((h, w)), v2.ToDtype(torch.float32, scale=True)]
+    if invert:
+        steps.append(v2.Lambda(_invert))
+    return v2.Compose([*steps, v2.Normalize(mean, std)])
 
 
-def normalization(meta: dict) -> tuple[list[float], list[float], bool]:
-    """(mean, std, invert) of a checkpoint; ``invert``: the training images are light on dark."""
-    norm = meta.get("normalization") or meta
-    return list(norm["mean"]), list(norm["std"]), bool(norm.get("invert", False))
+def _invert(x: torch.Tensor) -> torch.Tensor:
+    return 1.0 - x
+
+
+def file_transform(meta: Metadata) -> v2.Compose:
+    """The evaluation transform an effnet file asks for: its eval size, crop and normalisation.
+
+    A file that does not say (``effnet.save`` without them) gets the config's resolution, no crop
+    (resize to the size) and ImageNet statistics, the convention of the published weights.
+    """
+    size = meta.eval_size or (meta.config.resolution, meta.config.resolution)
+    crop_pct = (meta.training or {}).get("crop_pct") or 1.0
+    norm = meta.normalization or Normalization(IMAGENET_MEAN, IMAGENET_STD)
+    return eval_transform(size, crop_pct, norm.mean, norm.std, norm.invert)
 
 
 def light_background(image: torch.Tensor) -> bool:

@@ -2,6 +2,10 @@
 
     effnet evaluate --weights runs/train-1/best.safetensors              # the data it was trained on
     effnet evaluate --weights best.safetensors --data path/to/folder
+    effnet evaluate --weights saved_with_effnet_save.safetensors --data path/to/folder
+
+Any effnet file works: its metadata gives the eval size, normalisation and class names (and, for
+files written by ``effnet train``, the data and validation split it was trained on).
 """
 
 from __future__ import annotations
@@ -12,16 +16,17 @@ from pathlib import Path
 import torch
 
 from effnet.devices import resolve_device, set_threads
+from effnet.errors import UserError
 from effnet.io import check_writable
-from effnet.train.checkpoint import load_model
 from effnet.train.config import TrainConfig, TrainError
-from effnet.train.data import eval_transform, load_dataset, normalization
+from effnet.train.data import file_transform, load_dataset
+from effnet.weights import load_checkpoint
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--weights", required=True, help="a .safetensors checkpoint written by effnet train")
+    parser.add_argument("--weights", required=True, help="an effnet .safetensors file (effnet train or effnet.save)")
     parser.add_argument("--data", default=None, help="digits, cifar10, cifar100 or an image folder "
-                        "(default: the data the checkpoint was trained on); its validation split is used")
+                        "(default: the data an effnet train checkpoint was trained on); its validation split is used")
     parser.add_argument("--batch-size", type=int, default=128, help="images per forward pass")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: one per core)")
@@ -64,22 +69,29 @@ def run(args: argparse.Namespace) -> int:
         raise TrainError(f"--batch-size must be a positive integer, got {args.batch_size}")
     set_threads(args.threads)
     device = resolve_device(args.device)
-    model, meta = load_model(args.weights)
+    model, meta = load_checkpoint(args.weights)
     out = Path(args.confusion) if args.confusion else Path(args.weights).with_name(
         Path(args.weights).stem + "-confusion.png")
     check_writable(out, "--confusion")  # now, not after the whole validation set has run
-    split = meta.get("split", {})
-    data_name = args.data if args.data is not None else meta.get("data_source")
+    training = meta.training or {}
+    if args.data is None and meta.training is None:
+        raise UserError(f"{args.weights} does not say which data it was trained on (not written by effnet "
+                        "train): pass --data")
+    split = training.get("split", {})
+    data_name = args.data if args.data is not None else training.get("data_source")
     data = load_dataset(TrainConfig(data=data_name, val_fraction=split.get("val_fraction", 0.2),
                                     split_seed=split.get("split_seed", 0), progress=False))
-    if data.classes != meta["class_names"]:
-        raise TrainError(f"{args.weights} was trained on classes {meta['class_names'][:10]}, "
+    if meta.class_names is not None and data.classes != list(meta.class_names):
+        raise TrainError(f"{args.weights} was trained on classes {list(meta.class_names)[:10]}, "
                          f"but {data.name} has {data.classes[:10]}")
-    mean, std, _ = normalization(meta)
-    transform = eval_transform(meta["image_size"], meta["crop_pct"], mean, std)
-    logits, targets = predict_dataset(model.to(device), data.val, transform, args.batch_size, device)
+    if len(data.classes) != meta.config.num_classes:
+        raise TrainError(f"{args.weights} has {meta.config.num_classes} outputs, but {data.name} has "
+                         f"{len(data.classes)} classes")
+    transform = file_transform(meta)
+    logits, targets = predict_dataset(model.eval().to(device), data.val, transform, args.batch_size, device)
     s = summarize(logits, targets, len(data.classes))
-    print(f"{args.weights}: {data.name} validation, {len(targets)} images at {meta['image_size']} px")
+    size = "x".join(map(str, meta.eval_size or (meta.config.resolution,) * 2))
+    print(f"{args.weights}: {data.name} validation, {len(targets)} images at {size} px")
     print(f"top-1 {100 * s['top1']:.2f}%   top-5 {100 * s['top5']:.2f}%")
     width = max(len(c) for c in data.classes)
     for name, acc, n in zip(data.classes, s["per_class"], s["counts"]):

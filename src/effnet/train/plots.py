@@ -7,7 +7,7 @@ import io
 import json
 from pathlib import Path
 
-from effnet.train.checkpoint import atomic_write
+from effnet.io import write_atomic
 
 
 def write_metrics(run_dir: Path, history: list[dict]) -> None:
@@ -19,8 +19,8 @@ def write_metrics(run_dir: Path, history: list[dict]) -> None:
     writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     writer.writerows(history)
-    atomic_write(run_dir / "metrics.csv", buf.getvalue().encode())
-    atomic_write(run_dir / "metrics.jsonl", "".join(json.dumps(row) + "\n" for row in history).encode())
+    write_atomic(run_dir / "metrics.csv", buf.getvalue().encode())
+    write_atomic(run_dir / "metrics.jsonl", "".join(json.dumps(row) + "\n" for row in history).encode())
 
 
 def _pyplot():
@@ -35,7 +35,7 @@ def _pyplot():
 def _save(fig, path: Path) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    atomic_write(path, buf.getvalue())
+    write_atomic(path, buf.getvalue())
 
 
 def plot_curves(run_dir: Path, history: list[dict]) -> Path:

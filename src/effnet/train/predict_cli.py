@@ -1,6 +1,9 @@
 """``effnet predict``: the top-k classes of image files, with probabilities, from a checkpoint.
 
     effnet predict --weights runs/train-1/best.safetensors cat.jpg dog.png --top-k 3
+
+Any effnet file works (effnet train or effnet.save): its metadata gives the eval size, normalisation
+and class names; a file without class names prints class indices.
 """
 
 from __future__ import annotations
@@ -11,13 +14,14 @@ import sys
 import torch
 
 from effnet.devices import resolve_device, set_threads
-from effnet.train.checkpoint import load_model
 from effnet.train.config import TrainError
-from effnet.train.data import eval_transform, light_background, normalization, read_image
+from effnet.train.data import file_transform, light_background, read_image
+from effnet.weights import load_checkpoint
+from effnet.weights.format import Metadata
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--weights", required=True, help="a .safetensors checkpoint written by effnet train")
+    parser.add_argument("--weights", required=True, help="an effnet .safetensors file (effnet train or effnet.save)")
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (jpg, png, ...)")
     parser.add_argument("--top-k", type=int, default=5, help="how many classes to list per image")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
@@ -25,31 +29,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, meta: dict, paths: list[str], top_k: int,
+def predict(model: torch.nn.Module, meta: Metadata, paths: list[str], top_k: int,
             device: torch.device) -> list[list[tuple[str, float]]]:
     """Per image: the top-k (class name, probability) pairs.
 
-    A model trained on light-on-dark images (the digits: white ink on black) gets a dark-on-light
-    image inverted first, as the checkpoint's normalisation metadata says (``invert``); a drawing
-    in black on white then scores as the model learnt, and a note says so.
+    A model trained on images with a dark background (the digits: white ink on black, the
+    checkpoint's ``training["background"]``) gets an image with a light background inverted first,
+    so a digit drawn black on white scores as the model learnt; a note on stderr says so.
     """
-    mean, std, invert = normalization(meta)
-    transform = eval_transform(meta["image_size"], meta["crop_pct"], mean, std)
+    transform = file_transform(meta)
+    dark_background = (meta.training or {}).get("background") == "dark"
     images = []
     for p in paths:
         try:
             image = read_image(p)
         except OSError as e:  # missing, not an image, truncated: one line naming the file
             raise TrainError(f"cannot read image {p}: {e}") from None
-        if invert and light_background(image):
+        if dark_background and light_background(image):
             print(f"note: {p} is dark on light; inverted to match the training images (light on dark)",
                   file=sys.stderr)
             image = 255 - image
         images.append(transform(image))
-    probs = model.to(device)(torch.stack(images).to(device)).float().softmax(1).cpu()
+    probs = model.eval().to(device)(torch.stack(images).to(device)).float().softmax(1).cpu()
     k = min(top_k, probs.shape[1])
     values, indices = probs.topk(k, dim=1)
-    names = meta["class_names"]
+    names = meta.class_names or [f"class {i}" for i in range(probs.shape[1])]
     return [[(names[i], v) for v, i in zip(vs.tolist(), ix.tolist())] for vs, ix in zip(values, indices)]
 
 
@@ -58,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         raise TrainError(f"--top-k must be a positive integer, got {args.top_k}")
     set_threads(args.threads)
     device = resolve_device(args.device)
-    model, meta = load_model(args.weights)
+    model, meta = load_checkpoint(args.weights)
     for path, top in zip(args.images, predict(model, meta, args.images, args.top_k, device)):
         print(f"{path}: " + ", ".join(f"{name} {100 * p:.1f}%" for name, p in top))
     return 0

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from effnet.io import remove_stale_temp_files, write_atomic
 from effnet.train import checkpoint as ckpt
 from effnet.train import distributed
 from effnet.train.config import TrainConfig, TrainError
@@ -33,6 +34,9 @@ from effnet.train.progressive import (
     schedule_to_dicts,
     stage_at,
 )
+from effnet.weights import save
+from effnet.weights.checkpoints import check_and_load, read_weights
+from effnet.weights.format import Normalization
 from effnet.zoo import create_model, model_config
 
 # Fields a resumed run may change: they do not alter what is computed.
@@ -133,7 +137,7 @@ def _train(config: TrainConfig, d: distributed.Dist) -> RunResult:
     for path in data.skipped:
         _say(d, f"skipping unreadable image {path}")
     torch.manual_seed(config.seed)  # the initial weights; the same on every rank (DDP also broadcasts them)
-    model, final_size, eval_size, min_size = _build_model(config, len(data.classes), data.image_size)
+    model, final_size, _, min_size = _build_model(config, len(data.classes), data.image_size)
     schedule = schedule_from_config(config, final_size, model.config.drop_rate, min_size)
     crop_pct = data.crop_pct if config.crop_pct is None else config.crop_pct
 
@@ -142,6 +146,9 @@ def _train(config: TrainConfig, d: distributed.Dist) -> RunResult:
         if not config.resume and (run_dir / ckpt.POINTER).exists():
             raise TrainError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --output")
         run_dir.mkdir(parents=True, exist_ok=True)
+        # A run killed while writing a file left its temp file; nothing else writes to this folder.
+        for stale in remove_stale_temp_files(run_dir):
+            _say(d, f"removed {stale}, a partial write of an interrupted run")
 
     # Precision and placement: bf16 autocast and NHWC are the fast path on CUDA; fp32 NCHW on CPU.
     cuda = d.device.type == "cuda"
@@ -164,11 +171,11 @@ def _train(config: TrainConfig, d: distributed.Dist) -> RunResult:
     best = {"acc": -1.0, "epoch": 0, "weights": "raw"}
     last_good = "none yet"
     if resume_state is not None:
-        weights, meta = ckpt.load_weights(resume_weights)
-        if meta["class_names"] != data.classes:
-            raise TrainError(f"checkpoint {resume_weights} has classes {meta['class_names'][:10]}, the data has "
-                             f"{data.classes[:10]}; they must match to resume")
-        model.load_state_dict(weights)
+        weights, saved = read_weights(resume_weights)
+        if list(saved.class_names or ()) != data.classes:
+            raise TrainError(f"checkpoint {resume_weights} has classes {list(saved.class_names or ())[:10]}, the "
+                             f"data has {data.classes[:10]}; they must match to resume")
+        check_and_load(model, weights, f"{resume_weights} (model {saved.config.name or 'custom'})")
         optimizer.load_state_dict(resume_state["optimizer"])
         scheduler.load_state_dict(resume_state["scheduler"])
         scaler.load_state_dict(resume_state["scaler"])
@@ -196,14 +203,20 @@ def _train(config: TrainConfig, d: distributed.Dist) -> RunResult:
     if resume_state is not None:
         _say(d, f"resuming after epoch {start_epoch} from {resume_weights} (the run's saved settings apply)")
     if d.main:
-        ckpt.atomic_write(run_dir / "config.json", json.dumps(
+        write_atomic(run_dir / "config.json", json.dumps(
             {"train": config.to_dict(), "model": model.config.to_dict(), "schedule": schedule_to_dicts(schedule),
              "classes": data.classes}, indent=1).encode())
 
     workers = config.workers if config.workers is not None else (0 if data.in_memory else min(8, os.cpu_count() or 1))
-    meta = {"model_config": model.config.to_dict(), "class_names": data.classes, "image_size": eval_size,
-            "crop_pct": crop_pct, "mean": list(data.mean), "std": list(data.std), "data": data.name,
-            "data_source": _data_source(config.data), "split": {"val_fraction": config.val_fraction, "split_seed": config.split_seed}}
+    # What every weights file of the run says about itself (effnet.weights.save's keywords); "training"
+    # holds what `effnet evaluate` needs to find the same validation split again.
+    run_facts = {"data": data.name, "data_source": _data_source(config.data), "crop_pct": crop_pct,
+                 "split": {"val_fraction": config.val_fraction, "split_seed": config.split_seed}}
+
+    def file_metadata(size: int, **facts) -> dict:
+        return {"class_names": data.classes, "eval_size": (size, size),
+                "normalization": Normalization(data.mean, data.std), "training": {**run_facts, **facts}}
+
     run_start = time.perf_counter()
 
     for epoch in range(start_epoch, config.epochs):
@@ -246,16 +259,14 @@ def _train(config: TrainConfig, d: distributed.Dist) -> RunResult:
         if d.main:
             if improved:
                 src = ema.module if which == "ema" else model
-                ckpt.save_weights(run_dir / ckpt.BEST, src.state_dict(),
-                                  {**meta, "epoch": epoch + 1, "val_acc": best["acc"], "weights": which,
-                                   "image_size": stage_eval})
+                save(src, run_dir / ckpt.BEST,
+                     **file_metadata(stage_eval, epoch=epoch + 1, val_acc=best["acc"], weights=which))
             state = {"config": config.to_dict(), "epoch": epoch + 1, "global_step": global_step,
                      "stage": stage.index, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                      "scaler": scaler.state_dict(), "ema": ema.state_dict() if ema is not None else {},
                      "rng": ckpt.rng_state(), "history": history, "best": best}
-            last_good = str(ckpt.save_checkpoint(run_dir, epoch + 1, model.state_dict(),
-                                                 {**meta, "epoch": epoch + 1, "val_acc": val["acc"],
-                                                  "weights": "raw", "image_size": stage_eval}, state))
+            last_good = str(ckpt.save_checkpoint(run_dir, epoch + 1, model, file_metadata(
+                stage_eval, epoch=epoch + 1, val_acc=val["acc"], weights="raw"), state))
             write_metrics(run_dir, history)
         distributed.barrier(d)  # no rank runs ahead of the checkpoint it may have to resume from
         ema_text = f" ema {100 * row['ema_val_acc']:.2f}%" if ema is not None else ""

@@ -1,38 +1,53 @@
-"""Pretrained weights: torchvision/timm interop, safe checkpoints, published-checkpoint downloads.
+"""Pretrained weights: torchvision/timm interop, the effnet file format, published-checkpoint downloads.
 
 - :func:`convert_state_dict` / :func:`export_state_dict`: exact renames to and from torchvision and
   timm, for the architectures in :data:`PEERS` (with the settings each needs, :func:`peer_arch`).
-- :func:`save` / :func:`load`: safetensors with the model name and config in the metadata.
+- :func:`save` / :func:`load` / :func:`load_checkpoint`: the one effnet file format (safetensors with
+  a versioned metadata schema, :mod:`effnet.weights.format`, readable without torch).
 - :func:`create_pretrained` (``create_model(name, weights=...)``): a local file or a published
   checkpoint (:func:`list_published`) fetched through the PyTorch hub cache.
+
+Names are imported on first use (PEP 562): ``import effnet.weights.format`` needs no torch.
 """
 
-from effnet.weights.checkpoints import load, read_checkpoint, save
-from effnet.weights.convert import (
-    PEERS,
-    CheckpointError,
-    PeerArch,
-    convert_state_dict,
-    export_peer,
-    export_state_dict,
-    key_map,
-    peer_arch,
-    source_config,
-)
-from effnet.weights.hub import (
-    PUBLISHED,
-    Published,
-    create_model,
-    create_pretrained,
-    fetch,
-    list_published,
-    resolve_published,
-)
+from __future__ import annotations
+
+import importlib
+
+# public name -> the module that defines it
+_EXPORTS = {
+    "PEERS": "effnet.weights.convert",
+    "PUBLISHED": "effnet.weights.hub",
+    "CheckpointError": "effnet.errors",
+    "Metadata": "effnet.weights.format",
+    "Normalization": "effnet.weights.format",
+    "PeerArch": "effnet.weights.convert",
+    "Published": "effnet.weights.hub",
+    "convert_state_dict": "effnet.weights.convert",
+    "create_model": "effnet.weights.hub",
+    "create_pretrained": "effnet.weights.hub",
+    "export_peer": "effnet.weights.convert",
+    "export_state_dict": "effnet.weights.convert",
+    "fetch": "effnet.weights.hub",
+    "key_map": "effnet.weights.convert",
+    "list_published": "effnet.weights.hub",
+    "load": "effnet.weights.checkpoints",
+    "load_checkpoint": "effnet.weights.checkpoints",
+    "peer_arch": "effnet.weights.convert",
+    "read_checkpoint": "effnet.weights.checkpoints",
+    "read_metadata": "effnet.weights.format",
+    "read_weights": "effnet.weights.checkpoints",
+    "resolve_published": "effnet.weights.hub",
+    "save": "effnet.weights.checkpoints",
+    "source_config": "effnet.weights.convert",
+}
 
 __all__ = [
     "PEERS",
     "PUBLISHED",
     "CheckpointError",
+    "Metadata",
+    "Normalization",
     "PeerArch",
     "Published",
     "convert_state_dict",
@@ -44,9 +59,24 @@ __all__ = [
     "key_map",
     "list_published",
     "load",
+    "load_checkpoint",
     "peer_arch",
     "read_checkpoint",
+    "read_metadata",
+    "read_weights",
     "resolve_published",
     "save",
     "source_config",
 ]
+
+
+def __getattr__(name: str) -> object:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'effnet.weights' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value  # later look-ups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from effnet.config import ModelConfig
+from effnet.errors import CheckpointError
 from effnet.layers import ConvNormAct
 from effnet.model import EfficientConvNet
 from effnet.plan import BlockSpec, Plan
@@ -28,10 +29,6 @@ from effnet.zoo import model_config
 SOURCES = ("torchvision", "timm")
 _BN_KEYS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 _MAX_LISTED = 8  # keys named in one error line before "... and N more"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that does not fit the model it is meant for (one line, naming the offending keys)."""
 
 
 @dataclass(frozen=True)

@@ -19,16 +19,12 @@ from pathlib import Path
 import torch
 
 from effnet import zoo
+from effnet.errors import CheckpointError
 from effnet.model import EfficientConvNet
 from effnet.suggest import did_you_mean
-from effnet.weights.checkpoints import (
-    FORMAT,
-    TRAIN_FORMAT,
-    check_and_load,
-    config_from_metadata,
-    read_checkpoint,
-)
-from effnet.weights.convert import PEERS, SOURCES, CheckpointError, PeerArch, convert_state_dict
+from effnet.weights.checkpoints import check_and_load, read_checkpoint
+from effnet.weights.convert import PEERS, SOURCES, PeerArch, convert_state_dict
+from effnet.weights.format import Metadata, is_effnet
 from effnet.zoo import get_recipe
 
 _TORCHVISION_URL = "https://download.pytorch.org/models/"
@@ -271,8 +267,10 @@ def create_pretrained(
         required, label = pub.peer.model_kwargs(), pub.name
     else:
         tensors, metadata = read_checkpoint(weights)
-        if metadata.get("format") in (FORMAT, TRAIN_FORMAT):
-            saved = config_from_metadata(metadata, weights)
+        if is_effnet(metadata):
+            saved = Metadata.from_strings(metadata, weights).config
+            if saved is None:
+                raise CheckpointError(f"{label}: an effnet graph file, not model weights")
             if saved.name != name:
                 raise ValueError(f"{label} holds a {saved.name!r} checkpoint, not {name!r} "
                                  "(effnet.load(path) rebuilds it)")
