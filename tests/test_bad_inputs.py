@@ -121,7 +121,7 @@ CLI_CASES = [
     ("resume-other-data", ["train", "--resume", "--output", "{run}", "--data", "cifar10"], ["--data", "cifar10"]),
     ("resume-truncated-state", ["train", "--resume", "--output", "{truncated}"], ["state.pt"]),
     ("resume-empty-state", ["train", "--resume", "--output", "{zero}"], ["state.pt"]),
-    ("evaluate-missing", ["evaluate", "--weights", "{root}/nope.safetensors"], ["nope.safetensors", "does not exist"]),
+    ("evaluate-missing", ["evaluate", "--weights", "{root}/nope.safetensors"], ["nope.safetensors", "no such checkpoint file"]),
     ("evaluate-not-safetensors", ["evaluate", "--weights", "{text}"], ["notes.txt"]),
     ("evaluate-batch-zero", ["evaluate", "--weights", "{W}", "--batch-size", "0"], ["--batch-size"]),
     ("evaluate-threads", ["evaluate", "--weights", "{W}", "--threads", "0"], ["--threads must be a positive integer"]),
@@ -346,12 +346,14 @@ def test_progress_bars_stay_out_of_logs(files, tmp_path, capsys):
     assert "batch/s" not in captured.err + captured.out and "it/s" not in captured.err + captured.out
 
 
-def test_predict_inverts_a_dark_on_light_drawing_for_a_light_on_dark_model(files, tmp_path, capsys):
-    from effnet.train.checkpoint import load_model
-    from effnet.train.predict_cli import predict
+def test_predict_inverts_a_dark_on_light_drawing_for_a_dark_background_model(files, tmp_path, capsys):
+    import dataclasses
 
-    model, meta = load_model(files["W"])
-    meta = {**meta, "invert": True}
+    from effnet.train.predict_cli import predict
+    from effnet.weights import load_checkpoint
+
+    model, meta = load_checkpoint(files["W"])
+    assert meta.training["background"] == "dark"  # effnet train measured the digit PNGs' polarity
     digit = read_image(files["img"]).permute(1, 2, 0).numpy()
     Image.fromarray(digit).save(tmp_path / "white_on_black.png")
     Image.fromarray(255 - digit).save(tmp_path / "black_on_white.png")
@@ -359,8 +361,9 @@ def test_predict_inverts_a_dark_on_light_drawing_for_a_light_on_dark_model(files
     a, b = predict(model, meta, paths, 3, torch.device("cpu"))
     assert a == b  # the drawing is inverted back: the same input reaches the model
     assert "black_on_white.png is dark on light; inverted" in capsys.readouterr().err
-    plain, inverted = predict(model, {**meta, "invert": False}, paths, 10, torch.device("cpu"))
-    assert plain != inverted
+    unknown = dataclasses.replace(meta, training={**meta.training, "background": None})
+    plain, inverted = predict(model, unknown, paths, 10, torch.device("cpu"))
+    assert plain != inverted  # without the record, nothing is inverted
 
 
 def test_evaluate_checks_a_read_only_output_folder_before_the_work(files, tmp_path, monkeypatch, capsys):

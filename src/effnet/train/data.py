@@ -102,7 +102,7 @@ class DataSet:
     scale_min: float = 0.08
     crop_pct: float = 0.875
     in_memory: bool = False
-    background: str | None = None  # "dark": light ink on black (the digits); predict inverts light-ground images
+    background: str | None = None  # "dark"/"light" when the images agree (the digits: white on black)
     skipped: list[str] = field(default_factory=list)  # unreadable files left out (bad_images="skip")
 
 
@@ -134,7 +134,7 @@ def digits_dataset(config: TrainConfig) -> DataSet:
     return DataSet("digits", TensorImages(images[train_idx], targets[train_idx]),
                    TensorImages(images[val_idx], targets[val_idx]), [str(d) for d in range(10)], 32,
                    mean=(0.5,) * 3, std=(0.5,) * 3, hflip=0.0, scale_min=0.6, crop_pct=1.0, in_memory=True,
-                   background="dark")
+                   background="dark")  # white ink on black: predict inverts a drawing in black on white
 
 
 def cifar_dataset(config: TrainConfig, num: int) -> DataSet:
@@ -238,10 +238,24 @@ def folder_dataset(config: TrainConfig) -> DataSet:
 def load_dataset(config: TrainConfig) -> DataSet:
     """The data set the config names: digits (default), cifar10/cifar100, or an image folder."""
     if config.data in (None, "", "digits"):
-        return digits_dataset(config)
-    if config.data in ("cifar10", "cifar100"):
-        return cifar_dataset(config, int(config.data[5:]))
-    return folder_dataset(config)
+        data = digits_dataset(config)
+    elif config.data in ("cifar10", "cifar100"):
+        data = cifar_dataset(config, int(config.data[5:]))
+    else:
+        data = folder_dataset(config)
+    if data.background is None:
+        data.background = dominant_background(data.train)
+    return data
+
+
+def dominant_background(dataset: Dataset, samples: int = 64) -> str | None:
+    """The images' common background, "dark" or "light", when nine in ten of ``samples`` agree; else None."""
+    n = len(dataset)
+    picks = sorted({i * n // samples for i in range(min(n, samples))})
+    light = sum(light_background(dataset[i][0]) for i in picks)
+    if light >= 0.9 * len(picks):
+        return "light"
+    return "dark" if light <= 0.1 * len(picks) else None
 
 
 def train_transform(stage: ProgressiveStage, config: TrainConfig, data: DataSet) -> v2.Compose:

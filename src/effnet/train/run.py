@@ -210,8 +210,10 @@ def _train(config: TrainConfig, d: distributed.Dist) -> RunResult:
     workers = config.workers if config.workers is not None else (0 if data.in_memory else min(8, os.cpu_count() or 1))
     # What every weights file of the run says about itself (effnet.weights.save's keywords); "training"
     # holds what `effnet evaluate` needs to find the same validation split again.
+    # "background": the digits are light on dark, so predict inverts a digit drawn dark on light.
     run_facts = {"data": data.name, "data_source": _data_source(config.data), "crop_pct": crop_pct,
-                 "split": {"val_fraction": config.val_fraction, "split_seed": config.split_seed}}
+                 "split": {"val_fraction": config.val_fraction, "split_seed": config.split_seed},
+                 "background": data.background}
 
     def file_metadata(size: int, **facts) -> dict:
         return {"class_names": data.classes, "eval_size": (size, size),
