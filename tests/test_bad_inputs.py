@@ -76,13 +76,17 @@ def files(tmp_path_factory) -> dict[str, str]:
         return str(copy)
 
     state = (run / pointer["state"]).read_bytes()
+    # a run folder whose weights file holds another model (copied over from another run)
+    mixed = Path(damaged_copy("mixed", state))
+    other = effnet.create_model("mobilenet_v2_050", num_classes=10)
+    effnet.save(other, mixed / pointer["weights"], class_names=[str(d) for d in range(10)], eval_size=32)
     (root / "notes.txt").write_text("not an image, not a checkpoint\n")
     (root / "empty").mkdir()
     return {
         "data": str(data), "run": str(run), "W": str(result.best_path), "img": str(data / "3" / "0.png"),
         "text": str(root / "notes.txt"), "empty": str(root / "empty"), "root": str(root),
         "truncated": damaged_copy("truncated", state[: len(state) // 2]),
-        "zero": damaged_copy("zero", b""),
+        "zero": damaged_copy("zero", b""), "mixed": str(mixed),
     }
 
 
@@ -121,6 +125,8 @@ CLI_CASES = [
     ("resume-other-data", ["train", "--resume", "--output", "{run}", "--data", "cifar10"], ["--data", "cifar10"]),
     ("resume-truncated-state", ["train", "--resume", "--output", "{truncated}"], ["state.pt"]),
     ("resume-empty-state", ["train", "--resume", "--output", "{zero}"], ["state.pt"]),
+    ("resume-weights-of-another-model", ["train", "--resume", "--output", "{mixed}"],
+     ["mobilenet_v2_050", "mobilenet_v2_035"]),
     ("evaluate-missing", ["evaluate", "--weights", "{root}/nope.safetensors"], ["nope.safetensors", "no such checkpoint file"]),
     ("evaluate-not-safetensors", ["evaluate", "--weights", "{text}"], ["notes.txt"]),
     ("evaluate-batch-zero", ["evaluate", "--weights", "{W}", "--batch-size", "0"], ["--batch-size"]),
