@@ -123,21 +123,26 @@ def test_measure_hook_joins_timings_by_name(capsys, monkeypatch):
     # A stand-in for effnet.analysis.measure: the hook must pass the profile and join rows by record name.
     calls = {}
 
-    def fake_measure(model, input_size, device, dtype, batch_size, channels_last, compile, *, analytic, name):
-        calls.update(input_size=input_size, device=device, batch_size=batch_size, name=name)
-        layers = [types.SimpleNamespace(record=r, predicted_s=1e-6, bound="memory", measured_s=2e-6, fraction=0.5)
-                  for r in analytic.layers]
-        return types.SimpleNamespace(layers=layers, summary=lambda: ["fake summary line"])
+    def fake_measure(model, input_size, device, dtype, batch_size, channels_last, compile, *, analytic, name,
+                     per_layer):
+        calls.update(input_size=input_size, device=device, batch_size=batch_size, name=name, per_layer=per_layer)
+        layers = [types.SimpleNamespace(record=r, predicted_s=1e-6, bound="memory", measured_s=2e-6, fraction=0.5,
+                                        busy_s=1e-6) for r in analytic.layers]
+        return types.SimpleNamespace(layers=layers, per_layer=per_layer, summary=lambda: ["fake summary line"],
+                                     to_dict=lambda: {"per_layer": per_layer, "layers": []})
 
-    monkeypatch.setitem(sys.modules, "effnet.analysis.measure", types.SimpleNamespace(measure=fake_measure))
-    monkeypatch.setattr(pcli, "_measure_available", lambda: True)
-    code, out, _ = run_cli(capsys, "profile", "mobilenet_v1_025", "--resolution", "32", "--measure", "--format", "csv")
-    assert code == 0 and calls == {"input_size": 32, "device": "cpu", "batch_size": 1, "name": "mobilenet_v1_025"}
+    monkeypatch.setattr(pcli, "measure", fake_measure)
+    code, out, _ = run_cli(capsys, "profile", "mobilenet_v1_025", "--resolution", "32", "--measure", "--format", "csv",
+                           "--per-layer", "profiler")
+    assert code == 0 and calls == {"input_size": 32, "device": "cpu", "batch_size": 1, "name": "mobilenet_v1_025",
+                                   "per_layer": "profiler"}
     rows = list(csv.DictReader(io.StringIO(out)))
-    assert all(r["measured_ms"] == "0.002" and r["bound"] == "memory" for r in rows)
-    monkeypatch.setattr(pcli, "_measure_available", lambda: False)  # without the module: no --measure flag
-    with pytest.raises(SystemExit):
-        main(["profile", "mobilenet_v1_025", "--measure"])
+    assert all(r["measured_ms"] == "0.002" and r["busy_ms"] == "0.001" and r["bound"] == "memory" for r in rows)
+    code, out, _ = run_cli(capsys, "profile", "mobilenet_v1_025", "--resolution", "32", "--measure", "--format", "json",
+                           "--per-layer", "hooks")
+    assert json.loads(out)["measurement"] == {"per_layer": "hooks"} and "busy_ms" not in json.loads(out)["layers"][0]
+    with pytest.raises(SystemExit):  # only the two methods
+        main(["profile", "mobilenet_v1_025", "--measure", "--per-layer", "events"])
 
 
 # --- effnet zoo -------------------------------------------------------------------------------------

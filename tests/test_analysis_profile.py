@@ -213,3 +213,45 @@ def test_bad_input_is_a_clear_error():
         profile(lambda x: x, 32)
     with pytest.raises(ValueError, match="input channels"):
         profile(nn.Sequential(nn.ReLU()), 8)
+
+
+# --- effnet models: what a layer is comes from the block plan -------------------------------------
+
+def test_roles_and_kinds_come_from_the_plan():
+    model = meta(lambda: effnet.create_model("efficientnet_b0"))
+    p = profile(model, 64)
+    rec = {r.name: r for r in p.layers}
+    assert (rec["stem.conv"].role, rec["head.conv"].role, rec["classifier"].role) == ("stem", "head", "classifier")
+    for spec in model.plan.blocks:
+        block = f"stages.{spec.stage}.{model.plan.stage_blocks(spec.stage).index(spec)}"
+        mine = [r for r in p.layers if r.block == block]
+        roles = {r.role for r in mine}
+        assert ("se" in roles) == spec.has_se and ("expand" in roles) == spec.has_expand, block
+        assert any(r.role == "shortcut" and r.kind == "add" for r in mine) == spec.residual, block
+        assert rec[f"{block}.depthwise.conv"].kind == "depthwise" and rec[f"{block}.project.conv"].kind == "pointwise"
+    assert sum(r.role == "shortcut" for r in p.layers) == 9  # B0: 9 of its 16 blocks have a shortcut
+
+
+def test_the_plan_not_the_class_name_says_a_fused_block_is_fused():
+    model = meta(lambda: effnet.create_model("efficientnet_v2_s"))
+    block = model.stages[1][0]
+    block.__class__ = type("Renamed", (type(block),), {})  # a name no class-name rule would call fused
+    assert profile(model, 64).get("stages.1.0.expand.conv").kind == "fused-conv"
+    # a model outside effnet with the same module takes the generic path: there the name decides
+    generic = nn.Sequential(block)
+    assert profile(generic, (24, 16, 16)).get("0.expand.conv").kind == "conv"
+
+
+def test_a_lone_block_is_read_from_its_spec():
+    block = DepthwiseSeparable(block_spec(BlockType.DEPTHWISE_SEPARABLE, 8, 16))
+    rec = {r.name: r for r in profile(block, (8, 8, 8)).layers}
+    assert (rec["depthwise.conv"].role, rec["pointwise.conv"].role) == ("depthwise", "pointwise")
+
+
+def test_full_nchw_input_size_as_torchinfo_writes_it():
+    model = meta(lambda: effnet.create_model("mobilenet_v1_025"))
+    full, split = profile(model, (4, 3, 32, 32)), profile(model, 32, batch_size=4)
+    assert full.input_size == split.input_size == (4, 3, 32, 32) and full.layers == split.layers
+    assert profile(model, (4, 3, 32, 32), batch_size=4).input_size == (4, 3, 32, 32)
+    with pytest.raises(ValueError, match="says batch 4, but batch_size=2"):
+        profile(model, (4, 3, 32, 32), batch_size=2)

@@ -18,11 +18,11 @@ from effnet.analysis.zoo_cli import (
     zoo_row,
     zoo_rows,
 )
-from effnet.reference import PUBLISHED
+from effnet.reference import PAPER_FIGURES
 from effnet.zoo import MODELS
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "zoo.md"
-WITH_MACS = [n for n in MODELS if PUBLISHED.get(n) and PUBLISHED[n].macs]
+WITH_MACS = [n for n in MODELS if PAPER_FIGURES.get(n) and PAPER_FIGURES[n].macs]
 
 
 @pytest.mark.parametrize("name", list(MODELS))
@@ -41,7 +41,7 @@ def test_macs_equal_flop_counter_and_params_equal_numel(name):
 
 
 def test_the_issue_figures_hold():
-    # The three figures the issue names, written out so an edit to PUBLISHED cannot loosen them.
+    # The three figures the issue names, written out so an edit to PAPER_FIGURES cannot loosen them.
     assert abs(zoo_row("mobilenet_v1_100").macs / 569e6 - 1) <= 0.01
     assert abs(zoo_row("mobilenet_v2_100").macs / 300e6 - 1) <= 0.01
     assert abs(zoo_row("efficientnet_b0").macs / 0.39e9 - 1) <= 0.02
@@ -59,7 +59,7 @@ def test_macs_within_tolerance_of_the_papers_or_a_documented_deviation(name):
     else:
         assert abs(row.macs_dev) <= macs_tolerance(name), f"{name}: {row.macs_dev:+.2f}% vs the published MACs"
         assert "!" not in row.flag("macs")
-    if PUBLISHED[name].params:
+    if PAPER_FIGURES[name].params:
         assert abs(row.params_dev) <= PARAMS_TOLERANCE
 
 
@@ -70,7 +70,7 @@ def test_known_deviations_are_real_zoo_models_with_a_published_figure():
 
 def test_rounded_figures_are_flagged_in_the_table():
     rows = {r.name: r for r in zoo_rows()}
-    for name, pub in PUBLISHED.items():
+    for name, pub in PAPER_FIGURES.items():
         if pub.macs:
             assert ("≈" in rows[name].flag("macs")) == pub.rounded, name
     table = render_zoo(zoo_rows("efficientnet_b0"), "table")

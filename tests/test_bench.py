@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from effnet.analysis import bench
+from effnet.analysis import bench, bench_report
+from effnet.analysis.models import build_model
 from effnet.cli import main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -50,10 +51,10 @@ def test_bench_combine_draws_saved_files_side_by_side(tmp_path):
         {"model": "mobilenet_v2_100", "batch_size": 1, "mode": "eager", "dtype": "float32", "macs": 3e8,
          "median_s": 0.01, "iqr_s": 0.001, "throughput": 100.0, "mac_rate": 3e10, "error": None}]}
     a, b = tmp_path / "a.json", tmp_path / "b.json"
-    bench.write_json(one, a)
-    bench.write_json({**one, "env": {**one["env"], "device": "cuda:0", "device_name": "Some GPU"}}, b)
+    bench_report.write_json(one, a)
+    bench_report.write_json({**one, "env": {**one["env"], "device": "cuda:0", "device_name": "Some GPU"}}, b)
     compiled = tmp_path / "a-compiled.json"  # same device, another run: merged into a's panel
-    bench.write_json({**one, "results": [{**r, "mode": "compile"} for r in one["results"]]}, compiled)
+    bench_report.write_json({**one, "results": [{**r, "mode": "compile"} for r in one["results"]]}, compiled)
     assert main(["bench", "--combine", str(a), str(b), str(compiled), "--out", str(tmp_path / "both")]) == 0
     assert (tmp_path / "both" / "macs-vs-latency.png").read_bytes()[:8] == PNG
     md = (tmp_path / "both" / "bench-combined.md").read_text()
@@ -89,5 +90,6 @@ def test_without_torchvision_the_defaults_are_effnet_only(monkeypatch):
     monkeypatch.setitem(sys.modules, "torchvision", None)
     assert bench.default_models() == list(bench.EFFNET_DEFAULTS)
     with pytest.raises(ValueError, match="torchvision is not installed"):
-        bench.build_model("resnet50")
-    assert bench.build_model("mobilenet_v2_100")[1:] == (224, "effnet")
+        build_model("resnet50")
+    named = build_model("mobilenet_v2_100", "meta")
+    assert (named.resolution, named.in_chans, named.source) == (224, 3, "effnet")

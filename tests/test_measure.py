@@ -12,15 +12,11 @@ from torch import nn
 import effnet
 from effnet.analysis import ceilings as ceil_mod
 from effnet.analysis.ceilings import Ceilings, get_ceilings, measure_ceilings
-from effnet.analysis.hooks import attribute, hook_overhead, plan
-from effnet.analysis.measure import (
-    LayerTime,
-    Timing,
-    measure,
-    time_fn,
-)
+from effnet.analysis.hooks import attribute, hook_overhead, hook_plan
+from effnet.analysis.measure import LayerTime, measure
 from effnet.analysis.profile import profile
 from effnet.analysis.roofline import plot_roofline
+from effnet.analysis.timing import Timing, time_fn
 from effnet.cli import main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -155,7 +151,7 @@ def test_roofline_classifies_layers_whose_bound_is_known():
 def test_attribution_gives_functional_ops_their_parents_time_outside_children():
     modules = {"", "a", "a.x", "a.y"}
     names = ["a.x", "a.y", "a.add"]
-    p = plan([type("R", (), {"name": n})() for n in names], modules)
+    p = hook_plan([type("R", (), {"name": n})() for n in names], modules)
     assert p.hooked == modules
     inclusive = {"": [10.0], "a": [9.0], "a.x": [3.0], "a.y": [4.0]}
     times, left, removed = attribute(inclusive, p, {n: 1.0 for n in names})
@@ -209,7 +205,7 @@ def test_measure_joins_every_profile_record_with_a_time():
     assert m.unaccounted_share == pytest.approx(1 - m.per_layer_sum_s / m.whole.median)
     # Medians of different runs do not add up exactly (attribute() is tested exactly above), but a
     # record counted twice, or a parent counted with its children, would at least double the sum.
-    assert m.per_layer_sum_s <= 2 * max(m.hooked.times)
+    assert m.per_layer_sum_s <= 2 * max(m.instrumented.times)
     assert any("unaccounted" in line for line in m.summary())
     assert model.training  # the caller's model is untouched (a copy was put in eval mode)
     d = json.loads(json.dumps(m.to_dict()))

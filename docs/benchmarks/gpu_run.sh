@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU run behind docs/benchmarks/gpu.md, as one command on a machine with one CUDA GPU.
+# The GPU runs behind docs/benchmarks/efficiency.md, as one command on a machine with one CUDA GPU.
 # Usage (repository root): OUT=/some/dir bash docs/benchmarks/gpu_run.sh; tar czf gpu.tgz -C $OUT work
 # Writes JSON, markdown, PNGs and versions under $OUT/work.  Each step has a time limit so that a
 # slow step leaves the others' results; bench writes its JSON after every case.
@@ -16,18 +16,22 @@ export EFFNET_CACHE_DIR=$W/cache  # the measured ceilings land next to the resul
 } > "$W/versions.txt" 2>&1
 cat "$W/versions.txt"
 
-# 1. ceilings, and per-layer roofline of EfficientNet-B0, MobileNetV2 and ResNet-50:
-#    batch 256 bf16 channels_last (GPU-bound: kernel times) and batch 1 fp32 eager (launch-bound).
+# 1. ceilings, and per-layer times (torch.profiler kernel records, labelled by module) of EfficientNet-B0,
+#    MobileNetV2 and ResNet-50: batch 256 bf16 channels_last (GPU-bound) and batch 1 fp32 eager
+#    (launch-bound); the JSON holds every layer and the whole-forward timing.  Then the forward-hook
+#    method at batch 1, for comparison.  layer_sums.py prints the per-layer sum against the whole forward.
 for model in efficientnet_b0 mobilenet_v2_100 torchvision:resnet50; do
   tag=${model#torchvision:}
-  timeout 90 python3 -m effnet profile "$model" --measure --device cuda --dtype bfloat16 --batch-size 256 \
-    --channels-last --roofline "$W/roofline-$tag-bf16-b256.png" --format markdown > "$W/profile-$tag-bf16-b256.md"
-  timeout 60 python3 -m effnet profile "$model" --measure --device cuda --roofline "$W/roofline-$tag-fp32-b1.png" \
-    --format markdown > "$W/profile-$tag-fp32-b1.md"
-  head -16 "$W/profile-$tag-bf16-b256.md"
+  timeout 120 python3 -m effnet profile "$model" --measure --device cuda --dtype bfloat16 --batch-size 256 \
+    --channels-last --roofline "$W/roofline-$tag-bf16-b256.png" --format json > "$W/layers-$tag-bf16-b256.json" 2>>"$W/stderr.txt"
+  timeout 90 python3 -m effnet profile "$model" --measure --device cuda --format json > "$W/layers-$tag-fp32-b1.json" 2>>"$W/stderr.txt"
 done
+timeout 90 python3 -m effnet profile efficientnet_b0 --measure --device cuda --per-layer hooks --format json \
+  > "$W/layers-efficientnet_b0-fp32-b1-hooks.json" 2>>"$W/stderr.txt"
+python3 docs/benchmarks/layer_sums.py "$W"/layers-*.json | tee "$W/layer-sums.md"
+grep -v "USDT\|Warning" "$W/stderr.txt" | tail -20
 
-[ -n "${PROFILE_ONLY:-}" ] && exit 0  # PROFILE_ONLY=1: the per-layer rooflines alone (about 2 minutes)
+[ -n "${PROFILE_ONLY:-}" ] && exit 0  # PROFILE_ONLY=1: the per-layer times alone (about 3 minutes)
 
 # 2. eager and channels_last, fp32 and bf16, batch 1 and 256
 timeout 200 python3 -m effnet bench --device cuda --modes eager,channels_last --dtypes float32,bfloat16 \

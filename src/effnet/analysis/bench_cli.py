@@ -12,7 +12,9 @@ from pathlib import Path
 
 import torch
 
-from effnet.analysis import bench
+from effnet.analysis import bench, bench_report
+from effnet.analysis.ceilings import get_ceilings, resolve_device
+from effnet.analysis.models import DTYPES, check_model_name
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -22,7 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-sizes", help="comma-separated (default: CPU 1,16; CUDA 1,256)")
     p.add_argument("--modes", help=f"comma-separated of {','.join(bench.MODES)} "
                    "(default: CPU eager,channels_last; CUDA all three)")
-    p.add_argument("--dtypes", help=f"comma-separated of {','.join(bench.DTYPES)} "
+    p.add_argument("--dtypes", help=f"comma-separated of {','.join(DTYPES)} "
                    "(default: CPU float32; CUDA float32,bfloat16); unsupported ones are skipped")
     p.add_argument("--runs", type=int, help="timed runs per case, median reported (default: CPU 5, CUDA 30)")
     p.add_argument("--warmup", type=int, help="untimed runs first (default: CPU 2, CUDA 10)")
@@ -50,16 +52,14 @@ def _list(text: str | None, default, cast=str) -> tuple:
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if args.combine:
-        datasets = bench.merge_by_device([bench.load_results(p) for p in args.combine])
-        png = bench.plot_macs_vs_latency(datasets, out / "macs-vs-latency.png")
+        datasets = bench_report.merge_by_device([bench_report.load_results(p) for p in args.combine])
+        png = bench_report.plot_macs_vs_latency(datasets, out / "macs-vs-latency.png")
         md = out / "bench-combined.md"
-        bench.write_text(md, "\n".join(bench.markdown_report(d) for d in datasets))
+        bench_report.write_text(md, "\n".join(bench_report.markdown_report(d) for d in datasets))
         print(f"wrote {png} and {md}")
         return 0
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    from effnet.analysis.ceilings import get_ceilings, resolve_device
-
     d = resolve_device(device)
     if args.threads is not None:
         if args.threads < 1:
@@ -73,21 +73,21 @@ def run(args: argparse.Namespace) -> int:
     runs = defaults["runs"] if args.runs is None else args.runs
     warmup = defaults["warmup"] if args.warmup is None else args.warmup
     for name in models:  # fail on a misspelt name before any timing starts
-        bench.check_model_name(name)
+        check_model_name(name)
     json_path = out / f"bench-{d.type}.json"
     data = bench.run_bench(models, d, batch_sizes=batch_sizes, modes=modes, dtypes=dtypes, warmup=warmup,
                            runs=runs, resolution=args.resolution,
-                           on_result=lambda partial: bench.write_json(partial, json_path))
+                           on_result=lambda partial: bench_report.write_json(partial, json_path))
     if not args.no_ceilings:
         data["ceilings"] = {}
         for name in dtypes:
-            if bench.dtype_supported(d, bench.DTYPES[name])[0]:
-                c = get_ceilings(d, bench.DTYPES[name])
+            if bench.dtype_supported(d, DTYPES[name])[0]:
+                c = get_ceilings(d, DTYPES[name])
                 data["ceilings"][name] = c.to_dict()
                 print(f"ceilings {name}: {c.peak_flops / 1e9:.1f} GFLOP/s matmul, {c.bandwidth / 1e9:.1f} GB/s copy")
-    bench.write_json(data, json_path)
+    bench_report.write_json(data, json_path)
     md = out / f"bench-{d.type}.md"
-    bench.write_text(md, bench.markdown_report(data))
-    png = bench.plot_macs_vs_latency([data], out / f"macs-vs-latency-{d.type}.png")
+    bench_report.write_text(md, bench_report.markdown_report(data))
+    png = bench_report.plot_macs_vs_latency([data], out / f"macs-vs-latency-{d.type}.png")
     print(f"wrote {json_path}, {md} and {png}")
     return 0

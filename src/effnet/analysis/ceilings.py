@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from effnet.analysis.timing import time_fn
 from effnet.io import write_atomic
 
 CACHE_FILE = "ceilings.json"
@@ -103,19 +104,7 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
 def _best_time(fn, device: torch.device, warmup: int, runs: int) -> float:
     """Fastest of ``runs`` synchronised calls after ``warmup``: a ceiling is the best the device can do."""
-    from effnet.analysis.measure import synchronizer
-
-    sync = synchronizer(device)
-    for _ in range(warmup):
-        fn()
-    best = float("inf")
-    for _ in range(runs):
-        sync()
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        best = min(best, time.perf_counter() - t0)
-    return best
+    return time_fn(fn, warmup=warmup, runs=runs, device=device).min
 
 
 def _matmul_rate(d: torch.device, dtype: torch.dtype, n: int, warmup: int, runs: int) -> float:

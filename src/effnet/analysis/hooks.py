@@ -13,13 +13,11 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-if TYPE_CHECKING:
-    from effnet.analysis.profile import LayerRecord
+from effnet.analysis.records import LayerRecord
 
 
 class HookTimer:
@@ -81,7 +79,7 @@ def _parent(name: str, modules: set[str]) -> str:
 
 
 @dataclass(frozen=True)
-class Plan:
+class HookPlan:
     """Which modules to hook and how their times become per-record times."""
 
     hooked: set[str]  # every module timed
@@ -90,7 +88,7 @@ class Plan:
     calls: dict[str, list[str]]  # module that is a record -> its records, one per call ("p", "p#1", ...)
 
 
-def plan(records: list[LayerRecord], modules: set[str]) -> Plan:
+def hook_plan(records: list[LayerRecord], modules: set[str]) -> HookPlan:
     """Hook the modules that are records, the parents of functional records and what lies between."""
     calls: dict[str, list[str]] = {}
     functional: dict[str, list[str]] = {}
@@ -105,10 +103,10 @@ def plan(records: list[LayerRecord], modules: set[str]) -> Plan:
         hooked.update(p for p in (".".join(parts[:i]) for i in range(len(parts))) if p in modules)
     for parent in functional:  # and the direct children of a parent of functional records
         hooked.update(m for m in modules if m and _parent(m, modules) == parent)
-    return Plan(hooked, {m: _parent(m, hooked) for m in hooked if m}, functional, calls)
+    return HookPlan(hooked, {m: _parent(m, hooked) for m in hooked if m}, functional, calls)
 
 
-def attribute(inclusive: dict[str, list[float]], p: Plan, predicted: dict[str, float],
+def attribute(inclusive: dict[str, list[float]], p: HookPlan, predicted: dict[str, float],
               overhead: tuple[float, float] = (0.0, 0.0)) -> tuple[dict[str, float], float, float]:
     """Per-record seconds from per-module per-call seconds.
 

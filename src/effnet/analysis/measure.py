@@ -1,94 +1,39 @@
 """Measured latency, per layer and for the whole forward, joined with the analytic profile as a roofline.
 
-How the per-layer times are taken, and what that costs:
+The whole forward is timed without any instrumentation (:func:`~effnet.analysis.timing.time_fn`).
+Per layer there are two methods (``per_layer=``):
 
-* Each module is timed between a forward pre-hook and a forward hook: CUDA events on a GPU, a host
-  clock on a CPU (where kernels run synchronously).  A hook runs Python between every two layers,
-  so layers are timed as if run one after the other, each with its own launch cost; the sum of the
-  per-layer times is compared with the whole forward timed *without* hooks, and the gap is reported
-  as the unaccounted share (negative when the hooks themselves add time).
-* Functional operations that are no module (the residual ``add``, SE's pooling and gating) are
-  timed as the time their parent module spends outside its children.
-* With ``compile=True`` the graph is fused across layers, so per-layer times mean nothing: only the
-  whole forward is timed, and the layer rows keep their predictions only.
+* ``"profiler"`` (the default on a GPU): torch.profiler's kernel records, labelled by module in one
+  forward and timed in others without hooks (:mod:`effnet.analysis.traced`).  Each layer gets its
+  share of the GPU timeline, kernels plus the time the GPU waited for their launch, so the layers
+  add up to the forward; the kernel time alone is kept as ``busy_s``.
+* ``"hooks"`` (the default on a CPU, where work runs synchronously on the host): each module is
+  timed between a forward pre-hook and a forward hook on the host clock, the hooks' own cost
+  calibrated and taken off (:mod:`effnet.analysis.hooks`).  Functional operations that are no
+  module (the residual ``add``, SE's pooling and gating) get the time their parent module spends
+  outside its children.
+
+The sum of the per-layer times is compared with the whole forward; the gap is reported as the
+unaccounted share.  With ``compile=True`` the graph is fused across layers, so per-layer times mean
+nothing: only the whole forward is timed, and the layer rows keep their predictions only.
 """
 
 from __future__ import annotations
 
 import copy
 import statistics
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from effnet.analysis.ceilings import Ceilings, get_ceilings, resolve_device
-from effnet.analysis.hooks import HookTimer, attribute, hook_overhead, plan
+from effnet.analysis.hooks import HookTimer, attribute, hook_overhead, hook_plan
+from effnet.analysis.profile import LayerRecord, Profile, profile
+from effnet.analysis.timing import Timing, synchronizer, time_fn
+from effnet.analysis.traced import trace_layers
 
-if TYPE_CHECKING:
-    from effnet.analysis.profile import LayerRecord, Profile
-
-
-def synchronizer(device: str | torch.device) -> Callable[[], None]:
-    """A function that waits for all queued work on ``device`` (a no-op on CPU)."""
-    d = torch.device(device)
-    if d.type == "cuda":
-        return lambda: torch.cuda.synchronize(d)
-    return lambda: None
-
-
-@dataclass(frozen=True)
-class Timing:
-    """Seconds per call of ``runs`` timed calls; the median is the number to quote."""
-
-    times: tuple[float, ...]
-    warmup: int
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.times)
-
-    @property
-    def min(self) -> float:
-        return min(self.times)
-
-    @property
-    def iqr(self) -> float:
-        """Inter-quartile range: the spread to compare a difference against."""
-        if len(self.times) < 2:
-            return 0.0
-        q = statistics.quantiles(self.times, n=4)
-        return q[2] - q[0]
-
-    def to_dict(self) -> dict:
-        return {"median_s": self.median, "min_s": self.min, "iqr_s": self.iqr, "runs": len(self.times),
-                "warmup": self.warmup}
-
-
-def time_fn(fn: Callable[[], object], *, warmup: int = 3, runs: int = 20, device: str | torch.device = "cpu",
-            synchronize: Callable[[], None] | None = None,
-            clock: Callable[[], float] = time.perf_counter) -> Timing:
-    """Time ``fn()``: ``warmup`` untimed calls, then ``runs`` calls each between two synchronisations.
-
-    The host clock after a device synchronisation measures what a caller waits for, launch
-    overhead included, which is the latency a user of the model sees.
-    """
-    if warmup < 0 or runs < 1:
-        raise ValueError(f"need warmup >= 0 and runs >= 1, got warmup={warmup}, runs={runs}")
-    sync = synchronize or synchronizer(device)
-    for _ in range(warmup):  # first calls pay for allocation, autotuning, compilation
-        fn()
-    times = []
-    for _ in range(runs):
-        sync()  # start from an idle device, so earlier queued work is not counted
-        t0 = clock()
-        fn()
-        sync()  # the work was only queued: wait for it before reading the clock
-        times.append(clock() - t0)
-    return Timing(tuple(times), warmup)
+PER_LAYER_METHODS = ("profiler", "hooks")
 
 
 @dataclass(frozen=True)
@@ -99,6 +44,7 @@ class LayerTime:
     predicted_s: float
     bound: str  # "compute" or "memory"
     measured_s: float | None
+    busy_s: float | None = None  # profiler method: the record's kernel time alone, without launch waits
 
     @property
     def achieved_flops(self) -> float | None:
@@ -117,7 +63,7 @@ class LayerTime:
         r = self.record
         return {"name": r.name, "kind": r.kind, "block": r.block, "stage": r.stage, "flops": r.flops,
                 "bytes": r.bytes, "intensity": r.intensity, "predicted_s": self.predicted_s, "bound": self.bound,
-                "measured_s": self.measured_s, "achieved_flops": self.achieved_flops,
+                "measured_s": self.measured_s, "busy_s": self.busy_s, "achieved_flops": self.achieved_flops,
                 "fraction": self.fraction}
 
 
@@ -133,10 +79,11 @@ class Measurement:
     compiled: bool
     ceilings: Ceilings
     layers: list[LayerTime]
-    whole: Timing  # the forward without hooks
-    hooked: Timing | None = None  # the forward with hooks (None when compiled)
-    unattributed_s: float = 0.0  # inside the hooked forward, time that belongs to no record
-    hook_overhead_s: float = 0.0  # the hooks' own calibrated cost, taken off the per-layer times (CPU only)
+    whole: Timing  # the forward with nothing attached
+    per_layer: str | None = None  # "profiler" or "hooks"; None when compiled
+    instrumented: Timing | None = None  # the forwards the layers were timed in: hooked totals, or traced spans
+    unattributed_s: float = 0.0  # inside those forwards, time that belongs to no record
+    overhead_s: float = 0.0  # the per-layer method's own calibrated cost per forward, taken off the layer times
     per_layer_min_sum_s: float | None = None  # sum of each layer's fastest run: robust to preemption
     notes: list[str] = field(default_factory=list)
 
@@ -147,8 +94,15 @@ class Measurement:
         return sum(t.measured_s or 0.0 for t in self.layers)
 
     @property
+    def busy_sum_s(self) -> float | None:
+        """Profiler method: the kernels' own time, summed (the rest of the forward the device waited)."""
+        if self.per_layer != "profiler":
+            return None
+        return sum(t.busy_s or 0.0 for t in self.layers)
+
+    @property
     def unaccounted_share(self) -> float | None:
-        """``1 - sum(per-layer) / whole``: launch gaps, Python and framework overhead between layers."""
+        """``1 - sum(per-layer) / whole``: launch gaps, Python and framework overhead outside the layers."""
         s = self.per_layer_sum_s
         return None if s is None else 1.0 - s / self.whole.median
 
@@ -189,25 +143,7 @@ class Measurement:
         if self.compiled:
             lines.append("per-layer times: not measured (torch.compile fuses across layers; whole model only)")
         else:
-            s = self.per_layer_sum_s or 0.0
-            share = self.unaccounted_share or 0.0
-            verdict = "within 15%" if abs(share) <= 0.15 else "NOT within 15%"
-            lines.append(f"per-layer sum: {s * 1e3:.3f} ms = {s / self.whole.median:.1%} of the whole forward; "
-                         f"unaccounted {share:+.1%} ({verdict}; launch gaps and framework overhead, "
-                         f"negative = the timing hooks' own cost)")
-            if self.hook_overhead_s:
-                lines.append(f"timing hooks' own cost, calibrated and taken off the layer times: "
-                             f"{self.hook_overhead_s * 1e3:.3f} ms per forward")
-            elif self.device.startswith("cuda"):
-                lines.append("timing hooks' host cost is not taken off: it shows in the layer times only where "
-                             "the GPU waits for the host (small batches)")
-            if self.per_layer_min_sum_s:
-                # A long forward is interrupted by other processes more often than a short layer, so
-                # on a shared machine medians of the two disagree; the fastest runs show the floor.
-                lines.append(f"fastest runs: per-layer minima sum to {self.per_layer_min_sum_s * 1e3:.3f} ms = "
-                             f"{self.per_layer_min_sum_s / self.whole.min:.1%} of the fastest whole forward "
-                             f"({self.whole.min * 1e3:.3f} ms)")
-        if not self.compiled:
+            lines += self._per_layer_lines()
             lines.append("time by kind: share of the per-layer sum, achieved FLOP/s, share of the roof reached, "
                          "memory-bound layers")
             for kind, k in self.by_kind().items():
@@ -218,15 +154,40 @@ class Measurement:
         lines.extend(self.notes)
         return lines
 
+    def _per_layer_lines(self) -> list[str]:
+        s = self.per_layer_sum_s or 0.0
+        share = self.unaccounted_share or 0.0
+        verdict = "within 15%" if abs(share) <= 0.15 else "NOT within 15%"
+        how = ("torch.profiler kernel records, GPU timeline incl. launch waits" if self.per_layer == "profiler"
+               and self.device.startswith("cuda") else "torch.profiler op records" if self.per_layer == "profiler"
+               else "forward hooks")
+        lines = [(f"per-layer sum ({how}): {s * 1e3:.3f} ms = {s / self.whole.median:.1%} of the whole forward; "
+                  f"unaccounted {share:+.1%} ({verdict}; negative = the per-layer method's own cost)")]
+        if self.busy_sum_s is not None:
+            b = self.busy_sum_s
+            lines.append(f"busy: the layers' own kernel/op time sums to {b * 1e3:.3f} ms = "
+                         f"{b / self.whole.median:.1%} of the whole forward (the rest the device waited for launches)")
+        if self.overhead_s:
+            what = "the tracer's" if self.per_layer == "profiler" else "the timing hooks'"
+            lines.append(f"{what} own cost, calibrated apart from the model and taken off the layer times: "
+                         f"{self.overhead_s * 1e3:.3f} ms per forward")
+        if self.per_layer_min_sum_s:
+            # A long forward is interrupted by other processes more often than a short layer, so
+            # on a shared machine medians of the two disagree; the fastest runs show the floor.
+            lines.append(f"fastest runs: per-layer minima sum to {self.per_layer_min_sum_s * 1e3:.3f} ms = "
+                         f"{self.per_layer_min_sum_s / self.whole.min:.1%} of the fastest whole forward "
+                         f"({self.whole.min * 1e3:.3f} ms)")
+        return lines
+
     def to_dict(self) -> dict:
         return {"model": self.model, "device": self.device, "dtype": self.dtype, "batch_size": self.batch_size,
-                "channels_last": self.channels_last, "compiled": self.compiled,
+                "channels_last": self.channels_last, "compiled": self.compiled, "per_layer": self.per_layer,
                 "ceilings": self.ceilings.to_dict(), "whole": self.whole.to_dict(),
-                "hooked": self.hooked.to_dict() if self.hooked else None,
-                "per_layer_sum_s": self.per_layer_sum_s, "unaccounted_share": self.unaccounted_share,
-                "unattributed_s": self.unattributed_s, "hook_overhead_s": self.hook_overhead_s,
-                "per_layer_min_sum_s": self.per_layer_min_sum_s, "by_kind": self.by_kind(),
-                "layers": [t.to_dict() for t in self.layers], "notes": self.notes}
+                "instrumented": self.instrumented.to_dict() if self.instrumented else None,
+                "per_layer_sum_s": self.per_layer_sum_s, "busy_sum_s": self.busy_sum_s,
+                "unaccounted_share": self.unaccounted_share, "unattributed_s": self.unattributed_s,
+                "overhead_s": self.overhead_s, "per_layer_min_sum_s": self.per_layer_min_sum_s,
+                "by_kind": self.by_kind(), "layers": [t.to_dict() for t in self.layers], "notes": self.notes}
 
 
 def prepare(model: nn.Module, device: torch.device, dtype: torch.dtype, channels_last: bool) -> nn.Module:
@@ -242,21 +203,49 @@ def make_input(shape: tuple[int, ...], device: torch.device, dtype: torch.dtype,
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
+def _hooked_times(m: nn.Module, x: torch.Tensor, analytic: Profile, predicted: dict[str, float], d: torch.device,
+                  warmup: int, runs: int) -> tuple[dict, float, Timing, float, float]:
+    """Hooks method: per-record medians, sum of per-record minima, hooked totals, unattributed and hook cost."""
+    overhead = hook_overhead(d)
+    p = hook_plan(analytic.layers, {n for n, _ in m.named_modules()})
+    timer = HookTimer(m, p.hooked, d)
+    try:
+        samples, totals, leftovers, removed = [], [], [], []
+        for i in range(warmup + runs):
+            inclusive = timer.run(lambda: m(x))
+            if i >= warmup:
+                rec, left, cost = attribute(inclusive, p, predicted, overhead)
+                samples.append(rec)
+                totals.append(sum(inclusive[""]))
+                leftovers.append(left)
+                removed.append(cost)
+    finally:
+        timer.remove()
+    per_record = {n: statistics.median(s[n] for s in samples) for n in samples[0]}
+    min_sum = sum(min(s[n] for s in samples) for n in samples[0])
+    return (per_record, min_sum, Timing(tuple(totals), warmup), statistics.median(leftovers),
+            statistics.median(removed))
+
+
 def measure(model: nn.Module, input_size: tuple[int, ...] | int, device: str | torch.device = "cpu",
-            dtype: torch.dtype = torch.float32, batch_size: int = 1, channels_last: bool = False,
+            dtype: torch.dtype = torch.float32, batch_size: int | None = None, channels_last: bool = False,
             compile: bool = False, *, warmup: int | None = None, runs: int | None = None,
             ceilings: Ceilings | None = None, analytic: Profile | None = None, name: str | None = None,
-            ) -> Measurement:
-    """Time ``model`` per layer and whole, and join the times with its analytic profile and the ceilings."""
+            per_layer: str | None = None) -> Measurement:
+    """Time ``model`` per layer and whole, and join the times with its analytic profile and the ceilings.
+
+    ``per_layer``: ``"profiler"`` or ``"hooks"`` (default: profiler on a GPU, hooks on a CPU).
+    """
     d = resolve_device(device)
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    method = per_layer or ("profiler" if d.type == "cuda" else "hooks")
+    if method not in PER_LAYER_METHODS:
+        raise ValueError(f"per_layer must be one of {PER_LAYER_METHODS}, got {per_layer!r}")
     warmup = (10 if d.type == "cuda" else 3) if warmup is None else warmup
     runs = (50 if d.type == "cuda" else 10) if runs is None else runs
-    if analytic is None:
-        from effnet.analysis.profile import profile
-
-        analytic = profile(model, input_size, dtype, batch_size=batch_size)
+    analytic = analytic or profile(model, input_size, dtype, batch_size=batch_size)
+    batch_size = analytic.input_size[0]  # an (N, C, H, W) input_size carries the batch
     ceilings = ceilings or get_ceilings(d, dtype)
     predicted = {r.name: ceilings.predicted_time(r.flops, r.bytes) for r in analytic.layers}
 
@@ -264,38 +253,34 @@ def measure(model: nn.Module, input_size: tuple[int, ...] | int, device: str | t
     x = make_input(tuple(analytic.input_size), d, dtype, channels_last)
     fwd = torch.compile(m, dynamic=False) if compile else m
     notes: list[str] = []
+    per_record: dict[str, float] = {}
+    busy: dict[str, float] = {}
+    instrumented, unattributed, overhead, min_sum = None, 0.0, 0.0, None
     with torch.inference_mode():
         whole = time_fn(lambda: fwd(x), warmup=warmup, runs=runs, device=d)
-        per_record: dict[str, float] = {}
-        hooked, unattributed, hook_cost, min_sum = None, 0.0, 0.0, None
         if compile:
             notes.append("torch.compile: per-layer times not measured, only the whole forward")
+        elif method == "hooks":
+            per_record, min_sum, instrumented, unattributed, overhead = _hooked_times(
+                m, x, analytic, predicted, d, warmup, runs)
         else:
-            overhead = hook_overhead(d)
-            p = plan(analytic.layers, {n for n, _ in m.named_modules()})
-            timer = HookTimer(m, p.hooked, d)
-            try:
-                samples, totals, leftovers, removed = [], [], [], []
-                for i in range(warmup + runs):
-                    inclusive = timer.run(lambda: m(x))
-                    if i >= warmup:
-                        rec, left, cost = attribute(inclusive, p, predicted, overhead)
-                        samples.append(rec)
-                        totals.append(sum(inclusive[""]))
-                        leftovers.append(left)
-                        removed.append(cost)
-            finally:
-                timer.remove()
-            per_record = {n: statistics.median(s[n] for s in samples) for n in samples[0]}
-            min_sum = sum(min(s[n] for s in samples) for n in samples[0])
-            hooked = Timing(tuple(totals), warmup)
-            unattributed = statistics.median(leftovers)
-            hook_cost = statistics.median(removed)
-            missing = [r.name for r in analytic.layers if r.name not in per_record]
-            if missing:
-                notes.append(f"{len(missing)} profile records were not reached by the forward: {missing[:3]}")
-    layers = [LayerTime(r, predicted[r.name], ceilings.bound(r.flops, r.bytes), per_record.get(r.name))
+            traced = trace_layers(m, x, [r.name for r in analytic.layers], predicted, d, runs, synchronizer(d))
+            per_record, busy, unattributed = traced.per_record, traced.busy, traced.unattributed_s
+            min_sum, overhead = sum(traced.per_record_min.values()), traced.removed_s
+            instrumented = Timing(traced.spans, 1)
+            notes += traced.notes
+            # The whole forward again, after: runs on both sides of the traced ones, so a device that
+            # speeds up or slows down meanwhile (clocks, other load) moves both alike.
+            after = time_fn(lambda: fwd(x), warmup=1, runs=runs, device=d)
+            whole = Timing(whole.times + after.times, whole.warmup)
+    if not compile:
+        missing = [r.name for r in analytic.layers if r.name not in per_record and (r.bytes or r.flops)]
+        if missing:
+            notes.append(f"{len(missing)} profile records got no time (no work of theirs was seen): {missing[:3]}")
+    layers = [LayerTime(r, predicted[r.name], ceilings.bound(r.flops, r.bytes),
+                        None if compile else per_record.get(r.name, 0.0), busy.get(r.name) if busy else None)
               for r in analytic.layers]
     model_name = name or getattr(getattr(model, "config", None), "name", None) or type(model).__name__
     return Measurement(model_name, str(d), str(dtype).removeprefix("torch."), batch_size, channels_last,
-                       compile, ceilings, layers, whole, hooked, unattributed, hook_cost, min_sum, notes)
+                       compile, ceilings, layers, whole, None if compile else method, instrumented, unattributed,
+                       overhead, min_sum, notes)

@@ -1,7 +1,8 @@
 """``effnet profile``: the per-layer table of one model with per-stage and per-kind roll-ups.
 
 ``effnet profile efficientnet_b0`` profiles a zoo model at its default resolution;
-``effnet profile torchvision:resnet50`` (or ``timm:NAME``) any model those libraries build.
+``effnet profile torchvision:resnet50`` (or ``timm:NAME``) any model those libraries build
+(:func:`effnet.analysis.models.build_model`).
 ``effnet profile --conv-cost 3 32 64 112 112`` prints the notes' standard vs depthwise-separable
 cost for one set of dimensions.
 """
@@ -9,46 +10,17 @@ cost for one set of dimensions.
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import json
 
 import torch
 from torch import nn
 
 from effnet.analysis.formulas import conv_cost_report
+from effnet.analysis.measure import PER_LAYER_METHODS, measure
+from effnet.analysis.models import DTYPES, build_model
 from effnet.analysis.profile import Profile, profile
+from effnet.analysis.roofline import plot_roofline
 from effnet.analysis.table import FORMATS, Column, human, render, render_layers, render_rollup
-from effnet.analysis.zoo_cli import DTYPES
-from effnet.errors import UserError
-from effnet.zoo import create_model, get_recipe
-
-# Libraries whose models ``effnet profile LIB:NAME`` builds (weights are never downloaded).
-PEERS = ("torchvision", "timm")
-
-
-def build(name: str, device: str = "meta") -> tuple[nn.Module, int]:
-    """The model called ``name`` (zoo name or ``torchvision:``/``timm:`` prefixed) and its default resolution."""
-    lib, _, peer_name = name.rpartition(":")
-    with torch.device(device):
-        if not lib:
-            return create_model(name), get_recipe(name).resolution
-        if lib not in PEERS:
-            raise UserError(f"unknown model source {lib!r} in {name!r}; allowed: a zoo name, or "
-                            f"{', '.join(p + ':NAME' for p in PEERS)}")
-        try:
-            module = importlib.import_module(lib)
-        except ImportError:
-            raise UserError(f"{lib} is not installed; pip install {lib}, or profile a zoo model") from None
-        try:
-            if lib == "torchvision":
-                model = module.models.get_model(peer_name, weights=None)
-            else:
-                model = module.create_model(peer_name, pretrained=False)
-        except (ValueError, RuntimeError, KeyError) as e:
-            raise UserError(f"{lib} has no model {peer_name!r}: {e}") from None
-    cfg = getattr(model, "pretrained_cfg", None) or {}  # timm records its default input size
-    return model, int(cfg.get("input_size", (3, 224, 224))[-1])
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,17 +35,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--by-block", action="store_true", help="add the per-block roll-up")
     parser.add_argument("--conv-cost", nargs=5, type=int, metavar=("K", "C_IN", "C_OUT", "H", "W"),
                         help="print standard vs depthwise-separable conv cost for these dimensions and exit")
-    # --- hook for issue 6 (effnet.analysis.measure, owned by the measurement work) -------------------
-    if _measure_available():
-        parser.add_argument("--measure", action="store_true", help="time every layer and add roofline columns")
-        parser.add_argument("--device", default="cpu", help="device to measure on, cpu or cuda (default: cpu)")
-        parser.add_argument("--channels-last", action="store_true", help="measure in channels_last layout")
-        parser.add_argument("--compile", action="store_true", help="measure the torch.compile'd model")
-        parser.add_argument("--roofline", metavar="PNG", help="with --measure: write the roofline chart here")
-
-
-def _measure_available() -> bool:
-    return importlib.util.find_spec("effnet.analysis.measure") is not None
+    parser.add_argument("--measure", action="store_true", help="time every layer and add roofline columns")
+    parser.add_argument("--device", default="cpu", help="device to measure on, cpu or cuda (default: cpu)")
+    parser.add_argument("--channels-last", action="store_true", help="measure in channels_last layout")
+    parser.add_argument("--compile", action="store_true", help="measure the torch.compile'd model")
+    parser.add_argument("--per-layer", choices=PER_LAYER_METHODS,
+                        help="how layers are timed: torch.profiler records or forward hooks "
+                        "(default: profiler on a GPU, hooks on a CPU)")
+    parser.add_argument("--roofline", metavar="PNG", help="with --measure: write the roofline chart here")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -81,33 +50,31 @@ def run(args: argparse.Namespace) -> int:
         print(_render_conv_cost(conv_cost_report(*args.conv_cost), args.format))
         return 0
     if not args.model:
-        raise UserError("give a MODEL to profile (effnet models lists them), or --conv-cost K C_IN C_OUT H W")
+        raise ValueError("give a MODEL to profile (effnet models lists them), or --conv-cost K C_IN C_OUT H W")
     if args.resolution is not None and args.resolution < 1:
-        raise UserError(f"--resolution must be a positive integer, got {args.resolution}")
+        raise ValueError(f"--resolution must be a positive integer, got {args.resolution}")
     if args.batch_size < 1:
-        raise UserError(f"--batch-size must be a positive integer, got {args.batch_size}")
-    measuring = getattr(args, "measure", False)
-    if getattr(args, "roofline", None) and not measuring:
-        raise UserError("--roofline needs --measure (the chart plots measured layers)")
+        raise ValueError(f"--batch-size must be a positive integer, got {args.batch_size}")
+    measuring = args.measure
+    if args.roofline and not measuring:
+        raise ValueError("--roofline needs --measure (the chart plots measured layers)")
     # Counting needs shapes only (meta); measuring needs real weights on the CPU first.
-    model, default_res = build(args.model, "cpu" if measuring else "meta")
-    resolution = args.resolution or default_res
-    dtype = DTYPES[args.dtype]
+    named = build_model(args.model, "cpu" if measuring else "meta")
+    model, resolution, dtype = named.model, args.resolution or named.resolution, DTYPES[args.dtype]
     prof = profile(model, resolution, dtype, batch_size=args.batch_size)
-    extra, preamble = _measure_hook(args, model, resolution, dtype, prof) if measuring else ([], [])
+    extra, preamble, measured = _measure_hook(args, model, resolution, dtype, prof) if measuring else ([], [], None)
     print(render_profile(prof, args.format, name=args.model, layers=not args.no_layers,
-                         by_block=args.by_block, extra_columns=extra, preamble=preamble))
+                         by_block=args.by_block, extra_columns=extra, preamble=preamble, measurement=measured))
     return 0
 
 
 def _measure_hook(args: argparse.Namespace, model: nn.Module, resolution: int, dtype: torch.dtype,
-                  prof: Profile) -> tuple[list[Column], list[str]]:
-    """HOOK for ``--measure`` (issue 6): time each layer with effnet.analysis.measure and join by name."""
-    measure = importlib.import_module("effnet.analysis.measure")
-    m = measure.measure(model, resolution, args.device, dtype, args.batch_size, args.channels_last, args.compile,
-                        analytic=prof, name=args.model)
+                  prof: Profile) -> tuple[list[Column], list[str], dict]:
+    """``--measure``: time each layer (effnet.analysis.measure) and join the times to the rows by record name."""
+    m = measure(model, resolution, args.device, dtype, args.batch_size, args.channels_last, args.compile,
+                analytic=prof, name=args.model, per_layer=args.per_layer)
     if args.roofline:
-        importlib.import_module("effnet.analysis.roofline").plot_roofline(m, args.roofline)
+        plot_roofline(m, args.roofline)
     timed = {t.record.name: t for t in m.layers}
     ms = lambda v: "-" if v is None else f"{v:.3f}"
     columns = [
@@ -117,12 +84,16 @@ def _measure_hook(args: argparse.Namespace, model: nn.Module, resolution: int, d
                "ms", ms),
         Column("fraction", lambda r: timed[r.name].fraction, "of roof", lambda v: "-" if v is None else f"{v:.0%}"),
     ]
-    return columns, m.summary() + ([f"roofline chart: {args.roofline}"] if args.roofline else [])
+    if m.per_layer == "profiler":  # the kernels' own time beside the layer's share of the timeline
+        columns.insert(3, Column("busy_ms", lambda r: None if timed[r.name].busy_s is None
+                                 else 1e3 * timed[r.name].busy_s, "busy ms", ms))
+    summary = {k: v for k, v in m.to_dict().items() if k != "layers"}  # the layers are the table's rows
+    return columns, m.summary() + ([f"roofline chart: {args.roofline}"] if args.roofline else []), summary
 
 
 def render_profile(prof: Profile, fmt: str = "table", *, name: str = "", layers: bool = True,
                    by_block: bool = False, extra_columns: list[Column] | tuple = (),
-                   preamble: list[str] | tuple = ()) -> str:
+                   preamble: list[str] | tuple = (), measurement: dict | None = None) -> str:
     """Per-layer table, roll-ups by stage (and block) and kind, and totals, in one of the formats."""
     totals = prof.totals()
     head = (f"{name or 'model'}: input {'x'.join(map(str, prof.input_size))}, "
@@ -133,6 +104,7 @@ def render_profile(prof: Profile, fmt: str = "table", *, name: str = "", layers:
             "model": name, "input_size": list(prof.input_size), "dtype": str(prof.dtype).removeprefix("torch."),
             "totals": totals, "by_stage": prof.by_stage(), "by_block": prof.by_block(), "by_kind": prof.by_kind(),
             "layers": json.loads(render_layers(prof.layers, "json", extra_columns)), "notes": list(preamble),
+            **({"measurement": measurement} if measurement else {}),
         }, indent=2)
     if fmt == "csv":  # one table only: the layers (roll-ups are sums a spreadsheet makes)
         return render_layers(prof.layers, "csv", extra_columns)

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from effnet.analysis.figures import pyplot, write_png
+from effnet.analysis.measure import Measurement
 from effnet.analysis.table import human
-from effnet.io import write_atomic
-
-if TYPE_CHECKING:
-    from effnet.analysis.measure import Measurement
 
 # One colour per layer kind of the analytic profile, so charts of different models read alike.
 KIND_COLOURS = {
@@ -19,20 +15,9 @@ KIND_COLOURS = {
 }
 
 
-def save_figure(fig, path: str | Path) -> Path:
-    """Write a matplotlib figure as PNG atomically (temp file in the same folder, then rename)."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=130, bbox_inches="tight")
-    return write_atomic(path, buf.getvalue())
-
-
 def plot_roofline(m: Measurement, path: str | Path) -> Path:
     """Draw the layers of ``m`` on a log-log roofline and save it as a PNG at ``path``."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: no display needed
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     c = m.ceilings
     measured = [t for t in m.layers if t.measured_s and t.record.flops > 0 and t.record.bytes > 0]
     # Layers without FLOPs (norm, activation, add, pool) have intensity 0, which a log axis cannot
@@ -70,10 +55,7 @@ def plot_roofline(m: Measurement, path: str | Path) -> Path:
     ax.set_title(f"{m.model}: {m.dtype}, batch {m.batch_size}{mode}\n{c.device_name}", fontsize=10)
     ax.legend(fontsize=8, loc="lower right")
     ax.grid(True, which="both", alpha=0.2)
-    try:
-        return save_figure(fig, path)
-    finally:
-        plt.close(fig)
+    return write_png(fig, path)
 
 
 def _plot_flop_free(ax, layers: list, c) -> None:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from effnet.analysis.profile import LayerRecord
+from effnet.analysis.records import LayerRecord
 
 FORMATS = ("table", "csv", "json", "markdown")
 

@@ -16,10 +16,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from effnet.analysis.models import DTYPES
 from effnet.analysis.profile import Profile, profile
 from effnet.analysis.table import FORMATS, Column, human, percent, render
 from effnet.io import write_atomic
-from effnet.reference import PUBLISHED, Published
+from effnet.reference import PAPER_FIGURES, PaperFigures
 from effnet.zoo import MODELS, create_model, list_models
 
 REGENERATE = "effnet zoo --format markdown --output docs/zoo.md"
@@ -38,7 +39,6 @@ KNOWN_DEVIATIONS: dict[str, str] = {
     ),
 }
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def macs_tolerance(name: str) -> float:
@@ -61,7 +61,7 @@ class ZooRow:
     macs: int
     activations: int  # output elements of every layer, batch 1
     activation_bytes: int  # at the profiled dtype
-    published: Published | None
+    published: PaperFigures | None
 
     @property
     def params_dev(self) -> float | None:
@@ -98,7 +98,7 @@ def zoo_profile(name: str, dtype: torch.dtype = torch.float32) -> tuple[nn.Modul
     t = prof.totals()
     _ROWS[name, dtype] = ZooRow(name, MODELS[name].resolution, t["params"], t["macs"], t["activations"],
                                 t["activations"] * dtype.itemsize,
-                                PUBLISHED.get(name))
+                                PAPER_FIGURES.get(name))
     return model, prof
 
 

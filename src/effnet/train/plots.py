@@ -7,6 +7,7 @@ import io
 import json
 from pathlib import Path
 
+from effnet.analysis.figures import pyplot, write_png
 from effnet.io import write_atomic
 
 
@@ -23,24 +24,9 @@ def write_metrics(run_dir: Path, history: list[dict]) -> None:
     write_atomic(run_dir / "metrics.jsonl", "".join(json.dumps(row) + "\n" for row in history).encode())
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: no display on servers and CI
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path) -> None:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    write_atomic(path, buf.getvalue())
-
-
 def plot_curves(run_dir: Path, history: list[dict]) -> Path:
     """curves.png: train/val loss and accuracy per epoch (EMA too, when it was kept)."""
-    plt = _pyplot()
+    plt = pyplot()
     epochs = [row["epoch"] for row in history]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8))
     ax_loss.plot(epochs, [r["train_loss"] for r in history], label="train")
@@ -56,14 +42,13 @@ def plot_curves(run_dir: Path, history: list[dict]) -> Path:
         ax.grid(alpha=0.3)
         ax.legend()
     path = run_dir / "curves.png"
-    _save(fig, path)
-    plt.close(fig)
+    write_png(fig, path, dpi=110)
     return path
 
 
 def plot_schedule(run_dir: Path, history: list[dict]) -> Path:
     """schedule.png: image size, RandAugment magnitude, mixup alpha, dropout and lr per epoch."""
-    plt = _pyplot()
+    plt = pyplot()
     epochs = [row["epoch"] for row in history]
     keys = [("image_size", "image size"), ("randaug", "RandAugment magnitude"), ("mixup", "mixup alpha"),
             ("dropout", "dropout"), ("lr", "learning rate (epoch end)")]
@@ -74,14 +59,13 @@ def plot_schedule(run_dir: Path, history: list[dict]) -> Path:
         ax.grid(alpha=0.3)
     fig.suptitle("progressive learning schedule", y=1.06)
     path = run_dir / "schedule.png"
-    _save(fig, path)
-    plt.close(fig)
+    write_png(fig, path, dpi=110)
     return path
 
 
 def plot_confusion(path: Path, matrix, classes: list[str]) -> Path:
     """Confusion matrix PNG (rows: true class, columns: predicted), counts written in small matrices."""
-    plt = _pyplot()
+    plt = pyplot()
     n = len(classes)
     size = min(14, 2 + 0.45 * n)
     fig, ax = plt.subplots(figsize=(size, size))
@@ -94,6 +78,5 @@ def plot_confusion(path: Path, matrix, classes: list[str]) -> Path:
                 if matrix[i][j]:
                     ax.text(j, i, int(matrix[i][j]), ha="center", va="center", fontsize=7)
     ax.set(xlabel="predicted", ylabel="true", title="confusion matrix")
-    _save(fig, path)
-    plt.close(fig)
+    write_png(fig, path, dpi=110)
     return path

@@ -1,0 +1,77 @@
+"""Timing a call the way a caller waits for it: warm-up, then synchronised runs, median and minimum.
+
+The runs are taken by ``timeit.Timer.repeat`` (the standard library's timer, which
+:class:`torch.utils.benchmark.Timer` is built on: garbage collection off while timing) with a timer
+function that first waits for the device, as ``torch.utils.benchmark.timer`` does, so each sample
+spans the queued work and not only its launch.  ``benchmark.Timer``'s own methods do not fit here:
+``timeit(number=1)`` adds two warm-up calls to every sample, and ``blocked_autorange`` reports means
+of blocks of calls, which hide the fastest single call that the ceilings need and the spread of
+single calls that a latency is quoted with.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+import timeit
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+
+def synchronizer(device: str | torch.device) -> Callable[[], None]:
+    """A function that waits for all queued work on ``device`` (a no-op on CPU)."""
+    d = torch.device(device)
+    if d.type == "cuda":
+        return lambda: torch.cuda.synchronize(d)
+    return lambda: None
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Seconds per call of ``runs`` timed calls; the median is the number to quote, the minimum the floor."""
+
+    times: tuple[float, ...]
+    warmup: int
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.times)
+
+    @property
+    def min(self) -> float:
+        return min(self.times)
+
+    @property
+    def iqr(self) -> float:
+        """Inter-quartile range: the spread to compare a difference against."""
+        if len(self.times) < 2:
+            return 0.0
+        q = statistics.quantiles(self.times, n=4)
+        return q[2] - q[0]
+
+    def to_dict(self) -> dict:
+        return {"median_s": self.median, "min_s": self.min, "iqr_s": self.iqr, "runs": len(self.times),
+                "warmup": self.warmup}
+
+
+def time_fn(fn: Callable[[], object], *, warmup: int = 3, runs: int = 20, device: str | torch.device = "cpu",
+            synchronize: Callable[[], None] | None = None,
+            clock: Callable[[], float] = time.perf_counter) -> Timing:
+    """Time ``fn()``: ``warmup`` untimed calls, then ``runs`` calls each between two synchronisations.
+
+    The host clock read after a device synchronisation measures what a caller waits for, launch
+    overhead included, which is the latency a user of the model sees.
+    """
+    if warmup < 0 or runs < 1:
+        raise ValueError(f"need warmup >= 0 and runs >= 1, got warmup={warmup}, runs={runs}")
+    sync = synchronize or synchronizer(device)
+
+    def stamp() -> float:
+        sync()  # work is only queued: wait for it (and, at the start, for earlier work) before the clock
+        return clock()
+
+    for _ in range(warmup):  # first calls pay for allocation, autotuning, compilation
+        fn()
+    return Timing(tuple(timeit.Timer(fn, timer=stamp).repeat(repeat=runs, number=1)), warmup)
