@@ -342,6 +342,11 @@ def test_typo_ranking_puts_the_look_alike_first():
     assert close_matches("efficeintnet_b3", MODELS)[0] == "efficientnet_b3"  # swapped neighbours
     assert close_matches("EfficientNet-B4", MODELS)[0] == "efficientnet_b4"  # case and dash
     assert close_matches("banana", ["cpu", "cuda:0"]) == []
+    # torch-free, like the config it checks names for
+    script = ("import sys; sys.modules['torch'] = None; import effnet.config; from effnet.suggest import did_you_mean; "
+              "print(did_you_mean('efficientnet_bo', ['efficientnet_b8', 'efficientnet_b0']))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=ENV, check=False)
+    assert done.stdout.strip() == "; did you mean efficientnet_b0, efficientnet_b8?", done.stderr
 
 
 def test_progress_bars_stay_out_of_logs(files, tmp_path, capsys):
