@@ -3,6 +3,14 @@
 import pytest
 import torch
 
+import pocl_workaround
+
+_POCL_NOTE = pocl_workaround.install()  # before anything loads OpenCL
+
+
+def pytest_report_header(config):
+    return [_POCL_NOTE] if _POCL_NOTE else []
+
 
 @pytest.fixture(scope="module")
 def one_thread():

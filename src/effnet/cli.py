@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("effnet.train.cli", "train a model (default: the embedded digits data set)"),
     "evaluate": ("effnet.train.evaluate_cli", "top-1/top-5, per-class accuracy and confusion matrix of a checkpoint"),
     "predict": ("effnet.train.predict_cli", "top-k classes of images with a checkpoint"),
+    "runtime": ("effnet.runtime.cli", "the layer-graph engine: OpenCL devices, graph summary, export to a graph file"),
 }
 
 

@@ -13,6 +13,7 @@ import sys
 
 import torch
 
+from effnet import runtime
 from effnet.devices import resolve_device, set_threads
 from effnet.train.config import TrainError
 from effnet.train.data import file_transform, light_background, read_image
@@ -26,10 +27,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-k", type=int, default=5, help="how many classes to list per image")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: one per core)")
+    parser.add_argument("--engine", choices=("torch", "opencl"), default="torch",
+                        help="run the model with PyTorch, or as an effnet.runtime graph on OpenCL "
+                             "(--device then picks the OpenCL device by index or name; auto: the first GPU)")
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, meta: Metadata, paths: list[str], top_k: int,
+def predict(model, meta: Metadata, paths: list[str], top_k: int,
             device: torch.device) -> list[list[tuple[str, float]]]:
     """Per image: the top-k (class name, probability) pairs.
 
@@ -50,7 +54,9 @@ def predict(model: torch.nn.Module, meta: Metadata, paths: list[str], top_k: int
                   file=sys.stderr)
             image = 255 - image
         images.append(transform(image))
-    probs = model.eval().to(device)(torch.stack(images).to(device)).float().softmax(1).cpu()
+    if isinstance(model, torch.nn.Module):  # else an effnet.runtime engine, which takes CPU tensors
+        model = model.eval().to(device)
+    probs = model(torch.stack(images).to(device)).float().softmax(1).cpu()
     k = min(top_k, probs.shape[1])
     values, indices = probs.topk(k, dim=1)
     names = meta.class_names or [f"class {i}" for i in range(probs.shape[1])]
@@ -61,8 +67,12 @@ def run(args: argparse.Namespace) -> int:
     if args.top_k < 1:
         raise TrainError(f"--top-k must be a positive integer, got {args.top_k}")
     set_threads(args.threads)
-    device = resolve_device(args.device)
+    device = resolve_device("cpu" if args.engine == "opencl" else args.device)  # before loading anything
     model, meta = load_checkpoint(args.weights)
+    if args.engine == "opencl":  # the same network as a layer graph, on our OpenCL kernels
+        size = meta.eval_size or (model.config.resolution, model.config.resolution)
+        cl_device = None if args.device == "auto" else int(args.device) if args.device.isdigit() else args.device
+        model = runtime.compile(runtime.from_model(model, input_size=size), "opencl", device=cl_device)
     for path, top in zip(args.images, predict(model, meta, args.images, args.top_k, device)):
         print(f"{path}: " + ", ".join(f"{name} {100 * p:.1f}%" for name, p in top))
     return 0
