@@ -136,10 +136,21 @@ def test_bad_inputs_give_one_line_errors():
 def test_triton_backend_needs_effnet_kernels(monkeypatch):
     monkeypatch.setitem(sys.modules, "effnet.kernels", None)  # as on a machine without the kernels
     model = effnet.create_model("mobilenet_v1_025")
-    with pytest.raises(ValueError, match=r'backend="triton" needs effnet.kernels.FusedNet'):
+    with pytest.raises(ValueError, match=r'backend="triton" needs torch and triton'):
         rt.compile(model, "triton", input_size=32)
+    with pytest.raises(ValueError, match=r'backend="triton" needs torch and triton'):
+        rt.optimize(model)
     with pytest.raises(TypeError, match="takes a model"):
         rt.compile(rt.from_model(model, input_size=32), "triton")
+
+
+def test_triton_backend_is_the_fused_module_and_refuses_the_cpu():
+    model = effnet.create_model("mobilenet_v1_025").eval()
+    # Triton is installed here, but there is no GPU: the fused engine says what it needs in one line.
+    with pytest.raises((ValueError, RuntimeError), match="CUDA"):
+        rt.compile(model, "triton", device="cpu")
+    with pytest.raises(ValueError, match='dtype applies to backend="triton"'):
+        rt.compile(model, "numpy", dtype="bfloat16")
 
 
 def test_missing_pyopencl_says_what_to_install(monkeypatch):

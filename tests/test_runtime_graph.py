@@ -63,7 +63,7 @@ def test_notes_mobilenet_v2_prefix_matches_the_model(one_thread):
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         ref = model.stages[2][0](model.stages[1](model.stages[0](model.stem(x)))).numpy()
-    for graph in (g, rt.optimize(g)):
+    for graph in (g, rt.optimize_graph(g)):
         assert _rel(rt.compile(graph, "numpy")(x.numpy()), ref) < 1e-5
         assert _rel(rt.compile(graph, "opencl")(x.numpy()), ref) < 1e-4
 
@@ -105,7 +105,7 @@ def test_summary_totals_equal_profile(name):
     raw = rt.from_model(model, optimize=False, input_size=96)
     assert raw.totals()["params"] == want["params"]
     assert raw.totals()["macs"] == want["macs"]
-    opt = rt.optimize(raw)
+    opt = rt.optimize_graph(raw)
     # Folding moves BatchNorm into conv biases: MACs stay, parameters drop by what BN held beyond a bias.
     assert opt.totals()["macs"] == want["macs"]
     assert len(opt) < len(raw)

@@ -12,11 +12,11 @@ files, passes, numpy and OpenCL need only numpy, safetensors and pyopencl.
 
 from effnet.errors import CheckpointError
 from effnet.runtime import ops
-from effnet.runtime.engine import BACKENDS, Engine, compile
+from effnet.runtime.engine import BACKENDS, Engine, compile, optimize
 from effnet.runtime.graph import Graph, Node, load
 from effnet.runtime.lower import from_model
 from effnet.runtime.ops import GraphError
-from effnet.runtime.passes import drop_identities, fold_batchnorm, fuse_activations, optimize
+from effnet.runtime.passes import drop_identities, fold_batchnorm, fuse_activations, optimize_graph
 
 __all__ = [
     "BACKENDS",
@@ -33,4 +33,5 @@ __all__ = [
     "load",
     "ops",
     "optimize",
+    "optimize_graph",
 ]

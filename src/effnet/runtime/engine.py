@@ -53,47 +53,43 @@ class Engine:
 
 
 def compile(graph_or_model, backend: str = "numpy", *, device: int | str | None = None,
-            input_size=None) -> Engine:
+            input_size=None, dtype=None):
     """A callable that runs ``graph_or_model`` (a Graph, or a model lowered with ``from_model``).
 
     ``device`` picks the OpenCL device by index (into ``effnet runtime devices``' list) or by a
-    substring of its platform or device name (for "triton": a torch device, default "cuda");
-    ``input_size`` is for models (default: their resolution).
+    substring of its platform or device name; ``input_size`` is for models (default: their resolution).
+    ``backend="triton"`` takes a model and returns :func:`optimize`'s fused module (``dtype`` default
+    bfloat16, ``device`` default "cuda"): it runs channels_last GPU tensors, not numpy arrays.
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; allowed: {', '.join(BACKENDS)}")
+    if backend == "triton":
+        if isinstance(graph_or_model, Graph):
+            raise TypeError('backend="triton" takes a model: effnet.kernels fuses whole blocks from model.plan')
+        return optimize(graph_or_model, dtype=dtype, device="cuda" if device is None else device)
+    if dtype is not None:
+        raise ValueError(f'dtype applies to backend="triton"; the {backend} engine runs float32')
     graph = graph_or_model
     if not isinstance(graph, Graph):
         graph = from_model(graph_or_model, input_size=input_size)
     if backend == "numpy":
         return Engine(graph, NumpyEngine(graph))
-    if backend == "opencl":
-        return Engine(graph, OpenCLEngine(graph, device))
-    if isinstance(graph_or_model, Graph):
-        raise TypeError('backend="triton" takes a model: effnet.kernels fuses whole blocks from model.plan')
-    return Engine(graph, _TritonImpl(graph_or_model, device))
+    return Engine(graph, OpenCLEngine(graph, device))
 
 
-class _TritonImpl:
-    """effnet.kernels' fused GPU kernels (FusedNet, fp32) behind the engine's numpy-in, numpy-out call."""
+def optimize(model, *, dtype=None, device="cuda"):
+    """The fused Triton engine for ``model`` as an ``nn.Module`` drop-in for inference (eval semantics).
 
-    backend = "triton"
+    It takes a channels_last bfloat16/float16 (or float32) CUDA tensor and returns logits; see
+    :class:`effnet.kernels.FusedNet`.  Needs torch and triton; graphs and the other engines do not.
+    """
+    try:
+        # Imported here, not at the top: this is an optional dependency (torch + triton), and graph
+        # files must load and run on numpy or OpenCL where neither is installed.
+        import torch
 
-    def __init__(self, model, device) -> None:
-        try:
-            # Imported here, not at the top: the kernels need torch and triton, and graph files must
-            # load and run on numpy or OpenCL where neither is installed.
-            import torch
-
-            from effnet.kernels import FusedNet
-        except ImportError as e:
-            raise ValueError(f'backend="triton" needs effnet.kernels.FusedNet (with torch and triton), which '
-                             f'cannot be imported here ({e}); use backend="opencl" or "numpy"') from None
-        self.torch = torch
-        self.device = torch.device("cuda" if device is None else device)
-        self.net = FusedNet(model, dtype=torch.float32, device=self.device)
-
-    def run(self, x: np.ndarray) -> np.ndarray:
-        with self.torch.inference_mode():
-            out = self.net(self.torch.from_numpy(x).to(self.device))
-        return out.float().cpu().numpy()
+        from effnet.kernels import FusedNet
+    except ImportError as e:
+        raise ValueError(f'backend="triton" needs torch and triton (pip install "effnet[kernels]"), which '
+                         f'cannot be imported here ({e}); use backend="opencl" or "numpy"') from None
+    return FusedNet(model, dtype=torch.bfloat16 if dtype is None else dtype, device=device)

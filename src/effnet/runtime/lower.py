@@ -15,7 +15,7 @@ import numpy as np
 from effnet.plan import BlockSpec, Plan
 from effnet.runtime import ops
 from effnet.runtime.graph import Graph, Node
-from effnet.runtime.passes import optimize as optimize_graph
+from effnet.runtime.passes import optimize_graph
 from effnet.tables import BlockType
 
 

@@ -82,6 +82,6 @@ def fuse_activations(g: Graph) -> Graph:
     return _rewrite(g, replace, alias)
 
 
-def optimize(g: Graph) -> Graph:
+def optimize_graph(g: Graph) -> Graph:
     """All passes, in the order that lets each see the most: identities, BatchNorm, activations."""
     return fuse_activations(fold_batchnorm(drop_identities(g)))

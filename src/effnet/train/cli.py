@@ -28,15 +28,19 @@ def help_text(f: dataclasses.Field) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     for f in dataclasses.fields(TrainConfig):
-        base = _TYPES[f.type.split("|")[0].strip()]
         flag = "--" + f.name.replace("_", "-")
+        own = f.metadata.get("flag", {})  # argparse settings of the field's own (metavar, nargs)
+        if "nargs" in own:  # a list of strings: --weights-from SOURCE MODEL FILE
+            parser.add_argument(flag, default=argparse.SUPPRESS, help=help_text(f), **own)
+            continue
+        base = _TYPES[f.type.split("|")[0].strip()]
         if base is bool:
             action = "store_true" if f.name == "resume" else argparse.BooleanOptionalAction
             parser.add_argument(flag, action=action, default=argparse.SUPPRESS, help=help_text(f))
         else:
             # SUPPRESS: an unset flag stays absent, so the data set's recipe can fill it
-            parser.add_argument(flag, type=base, default=argparse.SUPPRESS, help=help_text(f),
-                                metavar=f.name.upper() if f.name != "data" else "DIGITS|CIFAR10|CIFAR100|FOLDER")
+            metavar = own.get("metavar", f.name.upper() if f.name != "data" else "DIGITS|CIFAR10|CIFAR100|FOLDER")
+            parser.add_argument(flag, type=base, default=argparse.SUPPRESS, help=help_text(f), metavar=metavar)
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:

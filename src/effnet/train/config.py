@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 
 OPTIMIZERS = ("sgd", "rmsprop", "adamw")
@@ -11,6 +12,14 @@ AUGMENTS = ("randaugment", "trivialaugment", "none")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 BAD_IMAGES = ("stop", "skip")
 PRESETS = ("v2-s", "v2-m", "v2-l")
+WEIGHT_SOURCES = ("torchvision", "timm")  # libraries whose state-dict files --weights-from converts
+IN_CHANS = (1, 3)  # grayscale or RGB images (every data set is read as RGB; 1 converts after augmenting)
+
+# Fine-tuning defaults (used when `weights` is set and the user leaves a value unset): pretrained
+# features need smaller steps than the ones that shape random weights, and they were learnt under
+# augmentation already, so heavy regularisation mostly slows the new head down.
+FINETUNE_LR_FACTOR = 0.25  # peak lr = this x the from-scratch default (or x the data recipe's lr)
+FINETUNE_RANDAUG_FACTOR = 0.5  # RandAugment magnitudes = this x the from-scratch ones; mixup off
 
 
 # Data-set recipes: values that replace TrainConfig's generic defaults when the user leaves them unset.
@@ -29,16 +38,39 @@ RECIPES: dict[str, dict] = {
 }
 
 
-def option(default: object, reason: str, default_text: str | None = None):
+def option(default: object, reason: str, default_text: str | None = None, **flag):
     """A TrainConfig field with its one-line reason, which ``effnet train --help`` shows as the flag's help.
 
-    ``default_text`` says in words what a ``None`` default means ("the model's own", ...).
+    ``default_text`` says in words what a ``None`` default means ("the model's own", ...); ``flag``
+    holds argparse settings of its own (``metavar``, ``nargs``).
     """
-    return field(default=default, metadata={"help": reason, "default_text": default_text})
+    return field(default=default, metadata={"help": reason, "default_text": default_text, "flag": flag})
 
 
 class TrainError(ValueError):
     """A problem with the run's input or its course (bad data, diverged loss); printed as one line."""
+
+
+def parse_freeze(text: str) -> tuple[str, int]:
+    """``"none"`` -> ("none", 0), ``"backbone"`` -> ("backbone", 0), ``"stages:K"`` -> ("stages", K)."""
+    if text in ("none", "backbone"):
+        return text, 0
+    m = re.fullmatch(r"stages:(\d+)", text or "")
+    if m is None:
+        raise TrainError(f"freeze must be backbone, stages:K (K a whole number) or none, got {text!r}")
+    return "stages", int(m.group(1))
+
+
+def finetune_recipe(recipe: dict) -> dict:
+    """A from-scratch data recipe adjusted for fine-tuning: FINETUNE_LR_FACTOR x its lr, FINETUNE_RANDAUG_FACTOR
+    x its RandAugment, no mixup, and no size_start (the schedule starts near the checkpoint's resolution)."""
+    out = {k: v for k, v in recipe.items() if k not in ("size_start", "mixup_start", "mixup_end")}
+    if "lr" in recipe:
+        out["lr"] = recipe["lr"] * FINETUNE_LR_FACTOR
+    for key in ("randaug_start", "randaug_end"):
+        if key in recipe:
+            out[key] = recipe[key] * FINETUNE_RANDAUG_FACTOR
+    return out
 
 
 @dataclass
@@ -51,14 +83,50 @@ class TrainConfig:
     depth: float | None = option(None, "depth multiplier override", "the model's own")
     phi: float | None = option(None, "compound scaling coefficient for EfficientNet/Lite", "the model's own")
     drop_path_rate: float | None = option(None, "stochastic depth of the last block", "the model's own")
+    in_chans: int = option(3, "input channels: 3 for RGB; 1 trains on grayscale (images are converted after "
+                              "augmenting; pretrained RGB stem filters are summed, so a gray image gives the "
+                              "RGB model's output)")
     zero_head: bool = option(True, "start the classifier at zero: the TF init gives ~10x too large logits "
                                    "for 10 classes")
+
+    # --- fine-tuning: the starting weights and what trains (docs/training.md, "Fine-tuning")
+    weights: str | None = option(
+        None, "start from these weights instead of random ones: an effnet .safetensors file, a torchvision/timm "
+        "state-dict file, or a published name (timm, torchvision, timm/efficientnet_b0.ra_in1k); also picks "
+        "the fine-tuning defaults: lr/4, no mixup, half the RandAugment magnitude, sizes from the checkpoint",
+        "random weights")
+    weights_from: tuple[str, str, str] | None = option(
+        None, "like --weights, for a peer library's own state-dict file (.safetensors, or .pth read with "
+        "weights_only=True) of its model MODEL, e.g. timm tf_efficientnet_lite0 weights.pth", "none",
+        nargs=3, metavar=("torchvision|timm", "MODEL", "FILE"))
+    freeze: str = option(
+        "none", "what does not train: backbone (all but the classifier: few images, or a task close to the "
+        "pretraining one), stages:K (the stem and the first K stages: generic low-level features kept, the "
+        "rest adapts), or none (everything trains: enough images, or a task unlike the pretraining one)",
+        metavar="backbone|stages:K|none")
+    unfreeze_every: int = option(
+        0, "gradual unfreezing: every N epochs the frozen part nearest the output (head conv, then the last "
+        "stage, ... down to the stem) starts training too; 0 keeps --freeze for the whole run. Use it when a "
+        "frozen run learns fast and then stalls")
+    head_only_epochs: int = option(
+        0, "train only the classifier for the first N epochs, then as --freeze says: for a head that starts "
+        "random (--no-zero-head), whose first large gradients would otherwise disturb the pretrained layers")
+    freeze_bn: bool = option(
+        False, "keep every BatchNorm in eval mode (running statistics fixed, scale and shift still learnt): "
+        "for batches too small (below ~16 images) to estimate batch statistics")
+    backbone_lr_mult: float = option(
+        1.0, "learning rate of everything but the classifier as a multiple of --lr, e.g. 0.1 (discriminative "
+        "learning rates): pretrained layers move slowly while the new head learns at the full rate")
 
     # --- data
     data: str | None = option(None, "digits (embedded), cifar10, cifar100, or an image folder", "digits")
     data_dir: str = option("~/.cache/effnet", "where torchvision keeps downloaded CIFAR")
     val_fraction: float = option(0.2, "share held out for validation when the data has no val/ split")
     split_seed: int = option(0, "seeds the train/val split, apart from the run's seed so splits stay comparable")
+    classes: str | None = option(None, "comma-separated class names to keep, e.g. 0,1,2,3,4: train and "
+                                       "validate on a subset of the classes", "all")
+    train_per_class: int | None = option(None, "keep only this many training images per class (drawn by "
+                                               "--split-seed; validation unchanged): few-shot runs", "all")
     bad_images: str = option("stop", "an unreadable image file: stop the run, or skip it (paths are printed)")
     check_images: bool = option(True, "open every file once before training, so a bad one fails now, "
                                       "not hours in")
@@ -112,7 +180,8 @@ class TrainConfig:
     rmsprop_decay: float = option(0.9, "RMSProp moving-average decay of squared gradients, the paper's")
     rmsprop_eps: float = option(1e-3, "RMSProp epsilon, inside the square root as in TensorFlow")
     schedule: str = option("cosine", "decay after warm-up: cosine to min_lr, or exponential (paper)")
-    warmup_epochs: float = option(1.0, "linear warm-up from 0, so early large gradients do not wreck BN stats")
+    warmup_epochs: float = option(1.0, "linear warm-up from 0, so early large gradients do not wreck BN stats "
+                                       "or pretrained weights")
     min_lr: float = option(0.0, "where cosine ends")
     decay_rate: float = option(0.97, "exponential: multiply the lr by this every decay_epochs")
     decay_epochs: float = option(2.4, "exponential: epochs between decays (the paper's 0.97 per 2.4 epochs)")
@@ -166,11 +235,47 @@ class TrainConfig:
             raise TrainError(f"scale_min must be in (0, 1], got {self.scale_min}")
         if self.crop_pct is not None and not 0.0 < self.crop_pct <= 1.0:
             raise TrainError(f"crop_pct must be in (0, 1], got {self.crop_pct}")
+        self._check_finetuning()
+
+    def _check_finetuning(self) -> None:
+        parse_freeze(self.freeze)
+        if self.weights is not None and self.weights_from is not None:
+            raise TrainError("give --weights or --weights-from, not both")
+        if self.weights_from is not None:
+            if not (isinstance(self.weights_from, (list, tuple)) and len(self.weights_from) == 3):
+                raise TrainError(f"weights_from must be [source, model, file], got {self.weights_from!r}")
+            self.weights_from = tuple(str(v) for v in self.weights_from)  # JSON gives a list back
+            if self.weights_from[0] not in WEIGHT_SOURCES:
+                raise TrainError(f"--weights-from source must be one of {', '.join(WEIGHT_SOURCES)}, "
+                                 f"got {self.weights_from[0]!r}")
+        if self.in_chans not in IN_CHANS:
+            raise TrainError(f"in_chans must be one of {', '.join(map(str, IN_CHANS))} for image data, "
+                             f"got {self.in_chans!r}")
+        for name in ("unfreeze_every", "head_only_epochs"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise TrainError(f"{name} must be a whole number >= 0, got {value!r}")
+        if self.train_per_class is not None and (not isinstance(self.train_per_class, int) or self.train_per_class < 1):
+            raise TrainError(f"train_per_class must be a positive integer, got {self.train_per_class!r}")
+        if not self.backbone_lr_mult >= 0:
+            raise TrainError(f"backbone_lr_mult must not be negative, got {self.backbone_lr_mult}")
+        if self.classes is not None and not [c for c in self.classes.split(",") if c.strip()]:
+            raise TrainError("classes must name at least one class, e.g. --classes 0,1,2")
+
+    @property
+    def pretrained(self) -> bool:
+        """The run starts from weights (--weights or --weights-from): the fine-tuning defaults apply."""
+        return self.weights is not None or self.weights_from is not None
 
     @staticmethod
     def for_data(data: str | None = None, **overrides) -> TrainConfig:
-        """The config for ``data`` with its recipe (if any) under the caller's ``overrides``."""
+        """The config for ``data`` with its recipe (if any) under the caller's ``overrides``.
+
+        Starting from weights, the recipe turns into its fine-tuning version (:func:`finetune_recipe`).
+        """
         recipe = RECIPES.get(data or "digits", {})
+        if overrides.get("weights") is not None or overrides.get("weights_from") is not None:
+            recipe = finetune_recipe(recipe)
         return TrainConfig(**{**recipe, **overrides, "data": data})
 
     def to_dict(self) -> dict:

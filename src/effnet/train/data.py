@@ -236,13 +236,20 @@ def folder_dataset(config: TrainConfig) -> DataSet:
 
 
 def load_dataset(config: TrainConfig) -> DataSet:
-    """The data set the config names: digits (default), cifar10/cifar100, or an image folder."""
+    """The data set the config names (digits, cifar10/cifar100, or an image folder), with its
+    ``classes`` subset and ``train_per_class`` share applied, in ``in_chans`` channels."""
     if config.data in (None, "", "digits"):
         data = digits_dataset(config)
     elif config.data in ("cifar10", "cifar100"):
         data = cifar_dataset(config, int(config.data[5:]))
     else:
         data = folder_dataset(config)
+    if config.classes is not None:
+        data = keep_classes(data, [c.strip() for c in config.classes.split(",") if c.strip()])
+    if config.train_per_class is not None:
+        data.train = _select(data.train, per_class(data.train.targets, config.train_per_class, config.split_seed))
+    if config.in_chans == 1:
+        data.mean, data.std = gray_normalization(data.mean, data.std)
     if data.background is None:
         data.background = dominant_background(data.train)
     return data
@@ -258,6 +265,51 @@ def dominant_background(dataset: Dataset, samples: int = 64) -> str | None:
     return "dark" if light <= 0.1 * len(picks) else None
 
 
+def gray_normalization(mean, std) -> tuple[tuple[float], tuple[float]]:
+    """One-channel mean/std for images converted to gray: the average of the RGB values."""
+    return (sum(mean) / len(mean),), (sum(std) / len(std),)
+
+
+def _select(dataset: Dataset, indices: list[int], relabel: dict[int, int] | None = None) -> Dataset:
+    """The images at ``indices`` (targets renumbered by ``relabel``), of the same in-memory or file kind."""
+    relabel = relabel or {}
+    if isinstance(dataset, TensorImages):
+        idx = torch.tensor(indices, dtype=torch.long)
+        targets = torch.tensor([relabel.get(int(t), int(t)) for t in dataset.targets[idx]], dtype=torch.long)
+        return TensorImages(dataset.images[idx], targets)
+    assert isinstance(dataset, FileImages)
+    return FileImages([(dataset.files[i][0], relabel.get(dataset.files[i][1], dataset.files[i][1]))
+                       for i in indices])
+
+
+def keep_classes(data: DataSet, names: list[str]) -> DataSet:
+    """``data`` restricted to the classes ``names`` (in the data set's own order), renumbered from 0."""
+    unknown = [n for n in names if n not in data.classes]
+    if unknown:
+        raise TrainError(f"classes {', '.join(unknown)} are not in {data.name} (it has {', '.join(data.classes[:20])}"
+                         + (" ..." if len(data.classes) > 20 else "") + ")")
+    kept = [i for i, c in enumerate(data.classes) if c in names]
+    if len(kept) < 2:
+        raise TrainError(f"--classes keeps {len(kept)} class; classification needs at least two")
+    relabel = {old: new for new, old in enumerate(kept)}
+    for part in ("train", "val"):
+        targets = getattr(data, part).targets
+        setattr(data, part, _select(getattr(data, part), [i for i, t in enumerate(targets.tolist()) if t in relabel],
+                                    relabel))
+    data.classes = [data.classes[i] for i in kept]
+    return data
+
+
+def per_class(targets: torch.Tensor, n: int, seed: int) -> list[int]:
+    """Up to ``n`` indices of each class, drawn by ``seed`` (a class with fewer keeps all of its images)."""
+    g = torch.Generator().manual_seed(seed + 1)  # + 1: not the same draw as the validation split
+    out = []
+    for c in torch.unique(targets).tolist():
+        idx = torch.nonzero(targets == c).flatten()
+        out += idx[torch.randperm(len(idx), generator=g)][:n].tolist()
+    return sorted(out)
+
+
 def train_transform(stage: ProgressiveStage, config: TrainConfig, data: DataSet) -> v2.Compose:
     """Per-image training transform of one stage: crop+resize to the stage's size, flip, augment."""
     scale_min = data.scale_min if config.scale_min is None else config.scale_min
@@ -270,19 +322,27 @@ def train_transform(stage: ProgressiveStage, config: TrainConfig, data: DataSet)
         ops.append(v2.RandAugment(num_ops=config.randaug_ops, magnitude=stage.randaug, num_magnitude_bins=31))
     elif config.augment == "trivialaugment":
         ops.append(v2.TrivialAugmentWide())
-    ops += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(data.mean, data.std)]
-    return v2.Compose(ops)
+    return v2.Compose(ops + _to_model_input(data.mean, data.std))
+
+
+def _to_model_input(mean, std) -> list:
+    """Float conversion and normalisation; one mean/std value means a one-channel (gray) model."""
+    gray = [v2.Grayscale(1)] if len(mean) == 1 else []  # after augmenting: RandAugment's colour ops need RGB
+    return [*gray, v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
 
 
 def eval_transform(size: int | tuple[int, int], crop_pct: float, mean, std, invert: bool = False) -> v2.Compose:
-    """Resize to size/crop_pct (the short side, for a square size), center-crop ``size``, normalise
-    (after ``1 - x`` when ``invert``)."""
+    """Resize to size/crop_pct (the short side, for a square size), center-crop ``size``, gray when ``mean``
+    has one value, normalise (after ``1 - x`` when ``invert``)."""
     h, w = (size, size) if isinstance(size, int) else size
     resize = round(h / crop_pct) if h == w else (round(h / crop_pct), round(w / crop_pct))
-    steps = [v2.Resize(resize, antialias=True), v2.CenterCrop((h, w)), v2.ToDtype(torch.float32, scale=True)]
+    steps = [v2.Resize(resize, antialias=True), v2.CenterCrop((h, w))]
+    if len(mean) == 1:  # a one-channel (gray) model
+        steps.append(v2.Grayscale(1))
+    steps.append(v2.ToDtype(torch.float32, scale=True))
     if invert:
         steps.append(v2.Lambda(_invert))
-    return v2.Compose([*steps, v2.Normalize(mean, std)])
+    return v2.Compose([*steps, v2.Normalize(list(mean), list(std))])
 
 
 def _invert(x: torch.Tensor) -> torch.Tensor:

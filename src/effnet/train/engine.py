@@ -77,9 +77,15 @@ def train_one_epoch(
     desc: str,
     progress: bool,
     last_good: str,
+    keep_eval: list[nn.Module] = (),
 ) -> tuple[EpochStats, int]:
-    """Train over ``loader`` once; returns the epoch's (all-reduced) stats and the new global step."""
+    """Train over ``loader`` once; returns the epoch's (all-reduced) stats and the new global step.
+
+    ``keep_eval``: modules that stay in eval mode (frozen parts, or BatchNorm with --freeze-bn).
+    """
     model.train()
+    for module in keep_eval:
+        module.eval()  # fixed BN statistics and no stochastic depth: a frozen part computes a fixed function
     device = dist.device
     loss_sum, correct, seen, size_seen = 0.0, 0.0, 0, 0
     start = time.perf_counter()

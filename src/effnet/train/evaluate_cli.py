@@ -80,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
     split = training.get("split", {})
     data_name = args.data if args.data is not None else training.get("data_source")
     data = load_dataset(TrainConfig(data=data_name, val_fraction=split.get("val_fraction", 0.2),
-                                    split_seed=split.get("split_seed", 0), progress=False))
+                                    split_seed=split.get("split_seed", 0), classes=training.get("classes_kept"),
+                                    progress=False))
     if meta.class_names is not None and data.classes != list(meta.class_names):
         raise TrainError(f"{args.weights} was trained on classes {list(meta.class_names)[:10]}, "
                          f"but {data.name} has {data.classes[:10]}")

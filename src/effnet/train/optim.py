@@ -7,20 +7,29 @@ import math
 import torch
 from torch import nn
 
-from effnet.train.config import TrainConfig
+from effnet.train.config import FINETUNE_LR_FACTOR, TrainConfig, TrainError
 
 # Peak learning rate per 256 images and weight decay, per optimiser (None in the config picks these).
 DEFAULT_LR = {"sgd": 0.1, "rmsprop": 0.016, "adamw": 1e-3}  # RMSProp: the paper's 0.256 per 4096
 DEFAULT_WEIGHT_DECAY = {"sgd": 5e-5, "rmsprop": 1e-5, "adamw": 0.05}
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Two groups: conv/linear weights decay; norm scales/shifts and biases (all 1-D) do not."""
-    decay, no_decay = [], []
+def param_groups(model: nn.Module, weight_decay: float, lr: float, backbone_lr_mult: float = 1.0) -> list[dict]:
+    """Conv/linear weights decay; norm scales/shifts and biases (all 1-D) do not.  Frozen parameters
+    (``requires_grad`` off) are left out.  With ``backbone_lr_mult`` != 1 the classifier and the rest
+    (the backbone) get groups of their own, the backbone's at ``lr * backbone_lr_mult``."""
+    head = {id(p) for p in model.classifier.parameters()} if backbone_lr_mult != 1 else set()
+    groups: dict[tuple[bool, bool], list] = {}
     for p in model.parameters():
         if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            groups.setdefault((id(p) in head, p.ndim > 1), []).append(p)
+    out = []
+    for (is_head, decays), params in sorted(groups.items(), key=lambda kv: (kv[0][0], not kv[0][1])):
+        group = {"params": params, "weight_decay": weight_decay if decays else 0.0}
+        if backbone_lr_mult != 1:
+            group.update(lr=lr * (1.0 if is_head else backbone_lr_mult), name="head" if is_head else "backbone")
+        out.append(group)
+    return out
 
 
 class RMSpropTF(torch.optim.Optimizer):
@@ -65,7 +74,9 @@ class RMSpropTF(torch.optim.Optimizer):
 def build_optimizer(model: nn.Module, config: TrainConfig, lr: float) -> torch.optim.Optimizer:
     """The optimiser the config names, with weight decay on conv/linear weights only."""
     wd = DEFAULT_WEIGHT_DECAY[config.optimizer] if config.weight_decay is None else config.weight_decay
-    groups = param_groups(model, wd)
+    groups = param_groups(model, wd, lr, config.backbone_lr_mult)
+    if not groups:
+        raise TrainError("nothing to train: every parameter is frozen")
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=config.momentum, nesterov=config.momentum > 0)
     if config.optimizer == "rmsprop":
@@ -74,8 +85,11 @@ def build_optimizer(model: nn.Module, config: TrainConfig, lr: float) -> torch.o
 
 
 def peak_lr(config: TrainConfig, global_batch: int) -> float:
-    """The config's lr, or the optimiser's default scaled linearly with the global batch (Goyal et al.)."""
-    return config.lr if config.lr is not None else DEFAULT_LR[config.optimizer] * global_batch / 256
+    """The config's lr, or the optimiser's default scaled linearly with the global batch (Goyal et al.),
+    times FINETUNE_LR_FACTOR when the run starts from pretrained weights."""
+    if config.lr is not None:
+        return config.lr
+    return DEFAULT_LR[config.optimizer] * global_batch / 256 * (FINETUNE_LR_FACTOR if config.pretrained else 1.0)
 
 
 class WarmupDecay:
@@ -101,8 +115,27 @@ class WarmupDecay:
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int,
-                    lr: float) -> torch.optim.lr_scheduler.LambdaLR:
-    """Per-step LambdaLR of :class:`WarmupDecay`."""
+                    lr: float, start_step: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-step LambdaLR of :class:`WarmupDecay`, positioned after ``start_step`` steps (for an optimiser
+    rebuilt mid-run when the frozen parts change)."""
     fn = WarmupDecay(config.schedule, config.epochs * steps_per_epoch, round(config.warmup_epochs * steps_per_epoch),
                      steps_per_epoch, config.min_lr / lr if lr > 0 else 0.0, config.decay_rate, config.decay_epochs)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
+    if start_step:
+        scheduler.last_epoch = start_step
+        scheduler._last_lr = [base * fn(start_step) for base in scheduler.base_lrs]
+        for group, value in zip(optimizer.param_groups, scheduler._last_lr):
+            group["lr"] = value
+    return scheduler
+
+
+def rebuild_optimizer(old: torch.optim.Optimizer, model: nn.Module, config: TrainConfig,
+                      lr: float) -> torch.optim.Optimizer:
+    """A new optimiser over the parameters that train now, keeping the state (momenta) of those that
+    trained before: the frozen parts changed, and an optimiser's parameter groups are fixed."""
+    new = build_optimizer(model, config, lr)
+    for group in new.param_groups:
+        for p in group["params"]:
+            if p in old.state:
+                new.state[p] = old.state[p]
+    return new

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from effnet.train.config import TrainConfig, TrainError
+from effnet.train.config import FINETUNE_RANDAUG_FACTOR, TrainConfig, TrainError
 
 
 @dataclass(frozen=True)
@@ -86,20 +86,30 @@ def build_schedule(
     return out
 
 
-def schedule_from_config(config: TrainConfig, final_size: int, model_dropout: float, min_size: int) -> list[ProgressiveStage]:
-    """Resolve the config's progressive fields (preset, then explicit overrides) into stages."""
+def schedule_from_config(config: TrainConfig, final_size: int, model_dropout: float, min_size: int,
+                         start_size: int | None = None) -> list[ProgressiveStage]:
+    """Resolve the config's progressive fields (preset, then explicit overrides) into stages.
+
+    Starting from pretrained weights (``config.pretrained``), unset values take the fine-tuning
+    defaults: RandAugment at FINETUNE_RANDAUG_FACTOR of its from-scratch magnitude, no mixup, and the
+    first stage at ``start_size`` (the checkpoint's resolution, capped at the final size).
+    """
     preset = PRESETS.get(config.progressive) if config.progressive else None
+    mild = FINETUNE_RANDAUG_FACTOR if config.pretrained else 1.0
 
     def pick(value, preset_value, fallback):
         return value if value is not None else (preset_value if preset is not None else fallback)
 
-    end = config.randaug_end if config.randaug_end is not None else (preset.randaug[1] if preset else DEFAULT_RANDAUG)
-    randaug = (pick(config.randaug_start, preset and preset.randaug[0], end), end)
-    mix_end = pick(config.mixup_end, preset and preset.mixup[1], 0.0)
-    mixup = (pick(config.mixup_start, preset and preset.mixup[0], mix_end), mix_end)
+    end = config.randaug_end if config.randaug_end is not None else \
+        (preset.randaug[1] if preset else DEFAULT_RANDAUG) * mild
+    randaug = (pick(config.randaug_start, preset and preset.randaug[0] * mild, end), end)
+    mix_end = pick(config.mixup_end, preset and (0.0 if config.pretrained else preset.mixup[1]), 0.0)
+    mixup = (pick(config.mixup_start, preset and (0.0 if config.pretrained else preset.mixup[0]), mix_end), mix_end)
     drop_end = pick(config.dropout_end, preset and preset.dropout[1], model_dropout)
     dropout = (pick(config.dropout_start, preset and preset.dropout[0], drop_end), drop_end)
-    if preset is not None and config.size_start is None:
+    if config.size_start is None and config.pretrained and start_size is not None:
+        size_start = max(min_size, min(final_size, start_size))
+    elif preset is not None and config.size_start is None:
         start = config.size_multiple * round(final_size * preset.size_start_ratio / config.size_multiple)
         size_start = max(min_size, start)
     else:

@@ -19,13 +19,25 @@ import numpy as np
 import torch
 
 from effnet.io import remove_stale_temp_files, write_atomic
+from effnet.model import EfficientConvNet
 from effnet.train import checkpoint as ckpt
 from effnet.train import distributed
 from effnet.train.config import TrainConfig, TrainError
 from effnet.train.data import eval_transform, load_dataset, train_loader, train_transform, val_loader
 from effnet.train.ema import ModelEma
 from effnet.train.engine import Precision, batch_mixer, evaluate, train_one_epoch
-from effnet.train.optim import build_optimizer, build_scheduler, peak_lr
+from effnet.train.finetune import (
+    StartPoint,
+    apply_freeze,
+    check_freeze,
+    describe_recipe,
+    describe_start,
+    fit_normalization,
+    frozen_at,
+    load_start,
+    model_parts,
+)
+from effnet.train.optim import build_optimizer, build_scheduler, peak_lr, rebuild_optimizer
 from effnet.train.plots import plot_curves, plot_schedule, write_metrics
 from effnet.train.progressive import (
     ProgressiveStage,
@@ -36,7 +48,7 @@ from effnet.train.progressive import (
 )
 from effnet.weights import save
 from effnet.weights.checkpoints import check_and_load, read_weights
-from effnet.weights.format import Normalization
+from effnet.weights.format import Normalization, read_metadata
 from effnet.zoo import create_model, model_config
 
 # Fields a resumed run may change: they do not alter what is computed.
@@ -54,6 +66,7 @@ class RunResult:
     best_weights: str  # "raw" or "ema"
     history: list[dict]
     schedule: list[ProgressiveStage]
+    start: StartPoint | None = None  # the pretrained starting point (None: random initialisation)
 
 
 def seed_epoch(seed: int, epoch: int, rank: int) -> None:
@@ -85,25 +98,47 @@ def _new_run_dir() -> Path:
     return Path("runs", f"train-{n}")
 
 
-def _build_model(config: TrainConfig, num_classes: int, data_size: int | None):
-    overrides = {k: getattr(config, k) for k in ("width", "depth", "phi") if getattr(config, k) is not None}
-    try:
-        base = model_config(config.model, num_classes=num_classes, drop_path_rate=config.drop_path_rate, **overrides)
-    except (ValueError, TypeError) as e:
-        raise TrainError(str(e)) from None
-    final = config.image_size or data_size or base.resolution
+def _sizes(config: TrainConfig, default_final: int, min_size: int) -> tuple[int, int]:
+    """(final training size, eval size), checked against the model's total stride."""
+    final = config.image_size or default_final
     eval_size = config.eval_size or final
-    min_size = base.spec.output_stride
     for name, size in (("image size", final), ("eval size", eval_size)):
         if size < min_size:
             raise TrainError(f"{name} {size} is too small for {config.model}: it needs at least {min_size} pixels "
                              f"(its total stride) so the last stage sees more than padding")
-    model = create_model(config.model, num_classes=num_classes, drop_path_rate=config.drop_path_rate,
-                         resolution=eval_size, **overrides)
-    if config.zero_head:
+    return final, eval_size
+
+
+def _build_model(config: TrainConfig, data, resume_weights: Path | None, resume_state: dict | None):
+    """(model, final size, eval size, min size, start point): random or pretrained weights, as configured."""
+    num_classes = len(data.classes)
+    overrides = {k: getattr(config, k) for k in ("width", "depth", "phi") if getattr(config, k) is not None}
+    try:
+        base = model_config(config.model, num_classes=num_classes, in_chans=config.in_chans,
+                            drop_path_rate=config.drop_path_rate, **overrides)
+    except (ValueError, TypeError) as e:
+        raise TrainError(str(e)) from None
+    min_size = base.spec.output_stride
+    check_freeze(config, len(base.spec.stages))  # before any weights are read
+    start = None
+    if not config.pretrained:
+        final, eval_size = _sizes(config, data.image_size or base.resolution, min_size)
+        model = create_model(config.model, num_classes=num_classes, in_chans=config.in_chans,
+                             drop_path_rate=config.drop_path_rate, resolution=eval_size, **overrides)
+    else:
+        if resume_state is not None:  # the run's own checkpoint replaces the starting weights: no source file needed
+            start = StartPoint(**resume_state["start"])
+            model = EfficientConvNet(read_metadata(resume_weights).config)
+        else:
+            model, start = load_start(config, data.classes, data.mean, data.std, config.drop_path_rate, overrides)
+        # The weights expect the inputs they were trained on: their normalisation, and sizes near theirs.
+        data.mean, data.std = fit_normalization(start.mean, start.std, config.in_chans)
+        final, eval_size = _sizes(config, start.resolution, min_size)
+        model.config = dataclasses.replace(model.config, resolution=eval_size)
+    if config.zero_head and (start is None or not start.head_loaded):
         # U(+-1/sqrt(num_classes)) suits 1000 classes; with few classes it starts at confidently wrong logits.
         torch.nn.init.zeros_(model.classifier.weight)
-    return model, final, eval_size, min_size
+    return model, final, eval_size, min_size, start
 
 
 def _resolve_resume(config: TrainConfig) -> tuple[TrainConfig, dict | None, Path | None]:
@@ -118,6 +153,14 @@ def _resolve_resume(config: TrainConfig) -> tuple[TrainConfig, dict | None, Path
     weights_path, state_path = found
     state = ckpt.load_state(state_path)
     saved = TrainConfig.from_dict(state["config"])
+    for name in ("weights", "weights_from"):
+        given = getattr(config, name)
+        if given is not None and given != getattr(saved, name):
+            began = saved.weights or (" ".join(saved.weights_from) if saved.weights_from else "random weights")
+            flag = "--" + name.replace("_", "-")
+            raise TrainError(f"{flag} {given if isinstance(given, str) else ' '.join(given)} conflicts with "
+                             f"--resume: the run in {config.output} started from {began} and continues from its "
+                             f"own checkpoint; leave {flag} out, or start a new run with another --output")
     config = dataclasses.replace(saved, **{k: getattr(config, k) for k in RESUME_MAY_CHANGE})
     return config, state, weights_path
 
@@ -137,8 +180,10 @@ def _train(config: TrainConfig, d: distributed.Dist) -> RunResult:
     for path in data.skipped:
         _say(d, f"skipping unreadable image {path}")
     torch.manual_seed(config.seed)  # the initial weights; the same on every rank (DDP also broadcasts them)
-    model, final_size, _, min_size = _build_model(config, len(data.classes), data.image_size)
-    schedule = schedule_from_config(config, final_size, model.config.drop_rate, min_size)
+    model, final_size, _, min_size, start = _build_model(config, data, resume_weights, resume_state)
+    schedule = schedule_from_config(config, final_size, model.config.drop_rate, min_size,
+                                    start.resolution if start else None)
+    parts = model_parts(model)
     crop_pct = data.crop_pct if config.crop_pct is None else config.crop_pct
 
     run_dir = Path(config.output) if config.output else _new_run_dir()
@@ -163,11 +208,15 @@ def _train(config: TrainConfig, d: distributed.Dist) -> RunResult:
     steps_per_epoch = -(-len(data.train) // d.world) // config.batch_size  # DistributedSampler share, drop_last
     if steps_per_epoch == 0:
         raise TrainError(f"{len(data.train)} training images give no full batch of {config.batch_size} per process")
+    # What trains is a function of the epoch; a resumed run first rebuilds the set its checkpoint was saved with.
+    start_epoch = resume_state["epoch"] if resume_state is not None else 0
+    frozen = frozen_at(config, parts, max(0, start_epoch - 1))
+    keep_eval = apply_freeze(model, frozen, config.freeze_bn)
     optimizer = build_optimizer(model, config, lr)
     scheduler = build_scheduler(optimizer, config, steps_per_epoch, lr)
     scaler = torch.amp.GradScaler(d.device.type, enabled=amp == "fp16")
 
-    start_epoch, global_step, history = 0, 0, []
+    global_step, history = 0, []
     best = {"acc": -1.0, "epoch": 0, "weights": "raw"}
     last_good = "none yet"
     if resume_state is not None:
@@ -186,11 +235,7 @@ def _train(config: TrainConfig, d: distributed.Dist) -> RunResult:
         history, best = list(resume_state["history"]), dict(resume_state["best"])
         last_good = str(resume_weights)
 
-    net = model
-    if d.world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[d.device.index] if cuda else None)
-    if config.compile:
-        net = torch.compile(net)
+    net = _wrap(model, config, d)
 
     n_params = sum(p.numel() for p in model.parameters())
     _say(d, f"effnet train: {config.model} ({n_params:,} parameters, {len(data.classes)} classes) on {data.name}: "
@@ -200,12 +245,16 @@ def _train(config: TrainConfig, d: distributed.Dist) -> RunResult:
             f"EMA {config.ema_decay or 'off'}, output {run_dir}")
     _say(d, "progressive schedule" + (f" ({config.progressive}, paper Table 6 scaled to {final_size} px)"
                                       if config.progressive else "") + ":\n" + format_schedule(schedule))
+    if start is not None:
+        for line in describe_start(start, data.classes, config.in_chans):
+            _say(d, line)
+        _say(d, describe_recipe(config, lr, schedule))
     if resume_state is not None:
         _say(d, f"resuming after epoch {start_epoch} from {resume_weights} (the run's saved settings apply)")
     if d.main:
         write_atomic(run_dir / "config.json", json.dumps(
             {"train": config.to_dict(), "model": model.config.to_dict(), "schedule": schedule_to_dicts(schedule),
-             "classes": data.classes}, indent=1).encode())
+             "classes": data.classes, "start": start.to_dict() if start else None}, indent=1).encode())
 
     workers = config.workers if config.workers is not None else (0 if data.in_memory else min(8, os.cpu_count() or 1))
     # What every weights file of the run says about itself (effnet.weights.save's keywords); "training"
@@ -213,6 +262,7 @@ def _train(config: TrainConfig, d: distributed.Dist) -> RunResult:
     # "background": the digits are light on dark, so predict inverts a digit drawn dark on light.
     run_facts = {"data": data.name, "data_source": _data_source(config.data), "crop_pct": crop_pct,
                  "split": {"val_fraction": config.val_fraction, "split_seed": config.split_seed},
+                 "classes_kept": config.classes, "pretrained": start.label if start else None,
                  "background": data.background}
 
     def file_metadata(size: int, **facts) -> dict:
@@ -223,6 +273,15 @@ def _train(config: TrainConfig, d: distributed.Dist) -> RunResult:
 
     for epoch in range(start_epoch, config.epochs):
         stage = stage_at(schedule, epoch)
+        if frozen_at(config, parts, epoch) != frozen:
+            # Gradual unfreezing / the end of --head-only-epochs: a new set trains, so a new optimiser (the
+            # momenta of the parameters that already trained carry over) on the same lr schedule.
+            frozen = frozen_at(config, parts, epoch)
+            keep_eval = apply_freeze(model, frozen, config.freeze_bn)
+            optimizer = rebuild_optimizer(optimizer, model, config, lr)
+            scheduler = build_scheduler(optimizer, config, steps_per_epoch, lr, start_step=global_step)
+            net = _wrap(model, config, d)  # DDP records the trainable parameters when it is built
+            _say(d, f"epoch {epoch + 1}: " + (f"frozen now: {', '.join(frozen)}" if frozen else "everything trains"))
         # Validate at the stage's size unless --eval-size is set: BN statistics gathered at 32 px do not
         # fit 48 px inputs, so a fixed final size would read near chance for the early stages.
         stage_eval = config.eval_size or stage.image_size
@@ -239,7 +298,7 @@ def _train(config: TrainConfig, d: distributed.Dist) -> RunResult:
             mixer=batch_mixer(stage.mixup, config.cutmix_alpha, len(data.classes)),
             label_smoothing=config.label_smoothing, clip_grad=config.clip_grad, precision=precision, dist=d,
             global_step=global_step, desc=f"epoch {epoch + 1}/{config.epochs}", progress=config.progress,
-            last_good=last_good)
+            last_good=last_good, keep_eval=keep_eval)
         val = evaluate(net, val_dl, precision, d)
         row = {"epoch": epoch + 1, "stage": stage.index + 1, "image_size": stage.image_size,
                "image_size_seen": stats.image_size, "randaug": stage.randaug, "mixup": stage.mixup,
@@ -264,6 +323,7 @@ def _train(config: TrainConfig, d: distributed.Dist) -> RunResult:
                 save(src, run_dir / ckpt.BEST,
                      **file_metadata(stage_eval, epoch=epoch + 1, val_acc=best["acc"], weights=which))
             state = {"config": config.to_dict(), "epoch": epoch + 1, "global_step": global_step,
+                     "start": start.to_dict() if start else None,
                      "stage": stage.index, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                      "scaler": scaler.state_dict(), "ema": ema.state_dict() if ema is not None else {},
                      "rng": ckpt.rng_state(), "history": history, "best": best}
@@ -283,4 +343,15 @@ def _train(config: TrainConfig, d: distributed.Dist) -> RunResult:
         plot_schedule(run_dir, history)
     _say(d, f"done in {time.perf_counter() - run_start:.0f} s; best checkpoint: {best_path} "
             f"(val acc {100 * best['acc']:.2f}%, {best['weights']} weights, epoch {best['epoch']})")
-    return RunResult(run_dir if d.main else None, best_path, best["acc"], best["weights"], history, schedule)
+    return RunResult(run_dir if d.main else None, best_path, best["acc"], best["weights"], history, schedule, start)
+
+
+def _wrap(model: torch.nn.Module, config: TrainConfig, d: distributed.Dist) -> torch.nn.Module:
+    """The model as the loop calls it: in DDP across processes, compiled if asked."""
+    net = model
+    if d.world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[d.device.index] if d.device.type == "cuda"
+                                                        else None)
+    if config.compile:
+        net = torch.compile(net)
+    return net

@@ -22,8 +22,9 @@ from effnet import zoo
 from effnet.errors import CheckpointError
 from effnet.model import EfficientConvNet
 from effnet.suggest import did_you_mean
+from effnet.weights.adapt import adapt_stem_weight
 from effnet.weights.checkpoints import check_and_load, read_checkpoint
-from effnet.weights.convert import PEERS, SOURCES, PeerArch, convert_state_dict
+from effnet.weights.convert import PEERS, SOURCES, PeerArch, convert_state_dict, peer_arch
 from effnet.weights.format import Metadata, is_effnet
 from effnet.zoo import get_recipe
 
@@ -229,33 +230,63 @@ def create_model(name: str, *, weights: str | os.PathLike | None = None, **kwarg
     return create_pretrained(name, weights, **kwargs)
 
 
-def create_pretrained(
-    name: str,
-    weights: str | os.PathLike,
-    *,
-    num_classes: int = 1000,
-    in_chans: int = 3,
-    drop_rate: float | None = None,
-    drop_path_rate: float | None = None,
-    padding: str = "symmetric",
-    progress: bool = True,
-    **overrides,
-) -> EfficientConvNet:
+@dataclass(frozen=True)
+class Pretrained:
+    """What :func:`load_pretrained` read: where the weights came from and what was fitted."""
+
+    label: str  # the published name or the file path
+    source: str  # "effnet", "torchvision" or "timm": whose training run the tensors come from
+    metadata: Metadata | None  # an effnet file's metadata: config, class names, eval size, normalisation
+    num_classes: int  # outputs of the checkpoint's classifier (0: it has none)
+    head_loaded: bool  # the classifier came from the checkpoint (else it keeps its fresh initialisation)
+    stem_channels: int  # input channels of the checkpoint's stem (the model's may differ: adapted)
+
+
+def create_pretrained(name: str, weights: str | os.PathLike, **kwargs) -> EfficientConvNet:
     """``create_model(name, ...)`` with weights from a local file or a published checkpoint.
 
     ``weights``: a path (effnet safetensors from :func:`effnet.save`, or a torchvision/timm/effnet
     state dict in safetensors or ``.pt``/``.pth``), a name from :func:`list_published`, or
     ``"torchvision"``/``"timm"``.  TF ports get ``padding="same"`` and their BN settings.  With a
-    different ``num_classes`` than the checkpoint the classifier keeps its fresh initialisation.
+    different ``num_classes`` than the checkpoint the classifier keeps its fresh initialisation (with
+    a warning); with another ``in_chans`` the stem is adapted (:mod:`effnet.weights.adapt`).
+    """
+    model, info = load_pretrained(name, weights, **kwargs)
+    if not info.head_loaded and info.num_classes and model.config.num_classes:
+        warnings.warn(f"{info.label}: classifier not loaded (checkpoint has {info.num_classes} classes, model "
+                      f"{model.config.num_classes}); it keeps its fresh initialisation", stacklevel=2)
+    return model
+
+
+def load_pretrained(
+    name: str,
+    weights: str | os.PathLike,
+    *,
+    peer: tuple[str, str] | None = None,
+    num_classes: int = 1000,
+    in_chans: int = 3,
+    class_names: list[str] | None = None,
+    drop_rate: float | None = None,
+    drop_path_rate: float | None = None,
+    padding: str = "symmetric",
+    progress: bool = True,
+    **overrides,
+) -> tuple[EfficientConvNet, Pretrained]:
+    """:func:`create_pretrained` that also says what it loaded (for fine-tuning).
+
+    ``peer=(source, arch)`` reads ``weights`` as that torchvision/timm architecture's state dict
+    (``("timm", "tf_efficientnet_b0")``) instead of guessing the library from the key names.  The
+    classifier is loaded when the class count matches and, where both sides name their classes,
+    the names match too (``class_names``); otherwise it keeps its fresh initialisation.
     """
     get_recipe(name)  # an unknown name fails before any download
     if not isinstance(weights, (str, os.PathLike)):
         raise TypeError(f"weights must be a file path or a published checkpoint name, "
                         f"got {type(weights).__name__}")
     label = os.fspath(weights)
-    published = isinstance(weights, str) and not os.path.exists(weights) and (
+    published = peer is None and isinstance(weights, str) and not os.path.exists(weights) and (
         weights in SOURCES or weights.split("/", 1)[0] in SOURCES)
-    strict_eps = True
+    strict_eps, metadata, source = True, None, "effnet"
     if published:
         pub = resolve_published(weights, name)
         path = fetch(pub, progress=progress)
@@ -264,15 +295,25 @@ def create_pretrained(
         except CheckpointError as e:  # a damaged cache file would fail the same way forever
             raise CheckpointError(f"{e}; delete it to download {pub.name} again") from None
         state_dict = convert_state_dict(tensors, pub.source, pub.arch)
-        required, label = pub.peer.model_kwargs(), pub.name
+        required, label, source = pub.peer.model_kwargs(), pub.name, pub.source
+    elif peer is not None:
+        arch = peer_arch(*peer)
+        if arch.model != name:
+            raise ValueError(f"{peer[0]} {arch.name} weights are for effnet model {arch.model!r}, not {name!r}")
+        tensors, _ = read_checkpoint(weights)
+        state_dict = convert_state_dict(tensors, arch.source, arch.name)
+        required, source = arch.model_kwargs(), arch.source
     else:
-        tensors, metadata = read_checkpoint(weights)
-        if is_effnet(metadata):
-            saved = Metadata.from_strings(metadata, weights).config
+        tensors, raw = read_checkpoint(weights)
+        if is_effnet(raw):
+            metadata = Metadata.from_strings(raw, weights)
+            saved = metadata.config
             if saved is None:
                 raise CheckpointError(f"{label}: an effnet graph file, not model weights")
-            if saved.name != name:
-                raise ValueError(f"{label} holds a {saved.name!r} checkpoint, not {name!r} "
+            wanted = zoo.model_config(name, **{k: v for k, v in overrides.items() if k in _TABLE_OVERRIDES})
+            if saved.name != name or saved.spec != wanted.spec:
+                what = repr(saved.name) if saved.name != name else f"{name!r} with another stage table"
+                raise ValueError(f"{label} holds a {what} checkpoint, not {name!r} as asked "
                                  "(effnet.load(path) rebuilds it)")
             state_dict = tensors
             required = {"padding": saved.padding, "bn_eps": saved.bn_eps, "bn_momentum": saved.bn_momentum}
@@ -280,25 +321,41 @@ def create_pretrained(
             source = _detect_source(tensors, label)
             strict_eps, required, state_dict = False, {}, tensors
             if source != "effnet":
-                peer = _local_peer(source, name, padding, label)
-                state_dict = convert_state_dict(tensors, source, peer.name)
-                required = peer.model_kwargs()
+                arch = _local_peer(source, name, padding, label)
+                state_dict = convert_state_dict(tensors, source, arch.name)
+                required = arch.model_kwargs()
     settings = _settings(required, padding, overrides, strict_eps=strict_eps)
     rest = {k: v for k, v in overrides.items() if k not in settings}
     model = zoo.create_model(name, num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate,
-                         drop_path_rate=drop_path_rate, **settings, **rest)
-    state_dict = _fit_classifier(model, dict(state_dict), label)
-    check_and_load(model, state_dict, label)
-    return model
-
-
-def _fit_classifier(model: EfficientConvNet, state_dict: dict, label: str) -> dict:
-    """Drop the checkpoint's classifier when the model asks for another number of classes."""
+                             drop_path_rate=drop_path_rate, **settings, **rest)
+    state_dict = dict(state_dict)
+    stem_channels = _fit_stem(model, state_dict)
+    saved_names = metadata.class_names if metadata is not None else None
     fc = state_dict.get("classifier.weight")
-    if fc is None or (model.config.num_classes == fc.shape[0] and model.config.num_classes > 0):
-        return state_dict
-    if model.config.num_classes:
-        warnings.warn(f"{label}: classifier not loaded (checkpoint has {fc.shape[0]} classes, model "
-                      f"{model.config.num_classes}); it keeps its fresh initialisation", stacklevel=3)
+    ckpt_classes = int(fc.shape[0]) if isinstance(fc, torch.Tensor) and fc.ndim == 2 else 0
+    keep_head = (ckpt_classes == model.config.num_classes > 0
+                 and (saved_names is None or class_names is None or list(saved_names) == list(class_names)))
+    if not keep_head:
+        state_dict = _fresh_classifier(model, state_dict)
+    check_and_load(model, state_dict, label)
+    return model, Pretrained(label, source, metadata, ckpt_classes, keep_head, stem_channels)
+
+
+# create_model overrides that change the stage table (and so which tensors a checkpoint must hold).
+_TABLE_OVERRIDES = ("width", "depth", "phi")
+
+
+def _fit_stem(model: EfficientConvNet, state_dict: dict) -> int:
+    """Refit the checkpoint's stem to the model's input channels (in place); returns the checkpoint's."""
+    w = state_dict.get("stem.conv.weight")
+    if not isinstance(w, torch.Tensor) or w.ndim != 4:
+        return model.config.in_chans  # check_and_load reports the missing key
+    if w.shape[1] != model.config.in_chans:
+        state_dict["stem.conv.weight"] = adapt_stem_weight(w, model.config.in_chans)
+    return int(w.shape[1])
+
+
+def _fresh_classifier(model: EfficientConvNet, state_dict: dict) -> dict:
+    """The checkpoint with the model's own (freshly initialised) classifier in place of its own."""
     kept = {k: v for k, v in state_dict.items() if not k.startswith("classifier.")}
     return {**kept, **{k: v for k, v in model.state_dict().items() if k.startswith("classifier.")}}

@@ -1,0 +1,401 @@
+# ruff: noqa: B023  (every closure below is timed in the iteration that defines it)
+"""The fused Triton engine on one GPU: bf16 checks, speed against torch.compile baselines, per-block times.
+
+    PYTHONPATH=src PARTS=check,kernels,fused,baselines python scripts/bench_fused.py   # on the GPU, rows -> $OUT
+    python scripts/bench_fused_report.py OUT/rows.jsonl                               # tables + fused.png
+
+Parts: ``check`` (every block type, bf16 fused vs float32 PyTorch; whole models with calibrated BN statistics;
+models trained by ``effnet train`` if runs/digits*/best.safetensors exist), ``kernels`` (copy bandwidth; each
+depthwise layer of B0 alone, ours vs cuDNN), ``fused`` (FusedNet per model), ``blocks`` (per-block GPU time
+of B0: fused vs eager effnet), ``baselines`` (torchvision + torch.compile, effnet BN-folded + torch.compile,
+FusedNet, in one loop; batch 1 with CUDA graphs).  Medians of CUDA-event timings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import torch
+from torch import nn
+
+import effnet
+from effnet.config import ModelConfig
+from effnet.model import EfficientConvNet
+from effnet.tables import BlockType, NetSpec, Stage
+
+OUT = os.environ.get("OUT", ".")
+ROWS = os.path.join(OUT, "rows.jsonl")
+MODELS = {"efficientnet_b0": ("efficientnet_b0", 224), "mobilenet_v2_100": ("mobilenet_v2", 224),
+          "efficientnet_v2_s": ("efficientnet_v2_s", 384)}
+MB, FU, DS = BlockType.MBCONV, BlockType.FUSED_MBCONV, BlockType.DEPTHWISE_SEPARABLE
+# (name, in_channels, Stage(block, expand, kernel, stride, out, repeats, se_ratio), activation, padding, size)
+BLOCKS = [
+    ("mbconv_e6_k3_s1_se_res", 40, Stage(MB, 6, 3, 1, 40, 1, 0.25), "silu", "symmetric", 28),
+    ("mbconv_e6_k5_s2_se_same", 40, Stage(MB, 6, 5, 2, 80, 1, 0.25), "silu", "same", 28),
+    ("mbconv_e6_k5_s1_se_res", 80, Stage(MB, 6, 5, 1, 80, 1, 0.25), "silu", "symmetric", 14),
+    ("mbconv_e1_k3_s1_se", 32, Stage(MB, 1, 3, 1, 16, 1, 0.25), "silu", "symmetric", 56),
+    ("mbconv_e6_k3_s2_nose", 24, Stage(MB, 6, 3, 2, 32, 1, 0.0), "relu6", "symmetric", 56),
+    ("mbconv_e6_k3_s1_nose_res", 64, Stage(MB, 6, 3, 1, 64, 1, 0.0), "relu6", "symmetric", 14),
+    ("mbconv_e4_k3_s2_se_v2", 64, Stage(MB, 4, 3, 2, 128, 1, 0.25), "silu", "symmetric", 24),
+    ("mbconv_e6_k3_s1_hardswish", 48, Stage(MB, 6, 3, 1, 48, 1, 0.25), "hardswish", "same", 14),
+    ("fused_e1_k3_s1_res", 24, Stage(FU, 1, 3, 1, 24, 1), "silu", "symmetric", 48),
+    ("fused_e4_k3_s2", 24, Stage(FU, 4, 3, 2, 48, 1), "silu", "symmetric", 48),
+    ("fused_e4_k3_s1_res", 48, Stage(FU, 4, 3, 1, 48, 1), "silu", "same", 24),
+    ("fused_e4_k3_s1_se", 32, Stage(FU, 4, 3, 1, 32, 1, 0.25), "silu", "symmetric", 16),
+    ("separable_k3_s1", 32, Stage(DS, 1, 3, 1, 64, 1), "relu6", "symmetric", 56),
+    ("separable_k3_s2_same", 64, Stage(DS, 1, 3, 2, 128, 1), "relu6", "same", 56),
+]
+
+
+def emit(**row) -> None:
+    print(json.dumps(row), flush=True)
+    with open(ROWS, "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def bench(fn, iters: int = 30, warm: int = 5) -> float:
+    for _ in range(warm):
+        fn()
+    torch.cuda.synchronize()
+    ts = []
+    for _ in range(iters):
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record()
+        fn()
+        e.record()
+        torch.cuda.synchronize()
+        ts.append(s.elapsed_time(e))
+    return sorted(ts)[len(ts) // 2]
+
+
+def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            n = m.num_features
+            m.weight.data = torch.rand(n, generator=g) + 0.5
+            m.bias.data = torch.rand(n, generator=g) - 0.5
+            m.running_mean = torch.rand(n, generator=g) - 0.5
+            m.running_var = torch.rand(n, generator=g) * 1.5 + 0.5
+    return model
+
+
+@torch.no_grad()
+def calibrate_bn(model: nn.Module, res: int, batches: int = 2) -> nn.Module:
+    """Realistic BN statistics for a random init: running averages of its own activations on random images."""
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average
+    model.train()
+    for _ in range(batches):
+        model(torch.randn(16, 3, res, res, device="cuda"))
+    return model.eval()
+
+
+def nhwc(x: torch.Tensor) -> torch.Tensor:
+    return x.permute(0, 2, 3, 1).contiguous()
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.float() - b.float()).norm() / b.float().norm())
+
+
+def agreement(y: torch.Tensor, ref: torch.Tensor) -> dict:
+    top1 = float((y.argmax(1) == ref.argmax(1)).float().mean())
+    t5, r5 = y.topk(5, 1).indices.tolist(), ref.topk(5, 1).indices.tolist()
+    overlap = [len(set(a) & set(b)) for a, b in zip(t5, r5)]
+    return {"top1_agree": top1, "top5_overlap_mean": sum(overlap) / len(overlap), "top5_overlap_min": min(overlap)}
+
+
+@torch.no_grad()
+def part_check() -> None:
+    from effnet.kernels import FusedNet, tune
+
+    tune.enabled = False  # correctness only: first-candidate tiles, no timing
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    what = os.environ.get("CHECK", "blocks,models,trained").split(",")
+    for name, cin, stage, act, pad, size in BLOCKS if "blocks" in what else ():
+        cfg = ModelConfig(spec=NetSpec(cin, (stage,), None), num_classes=0, activation=act, padding=pad)
+        model = randomize_bn(EfficientConvNet(cfg)).eval().cuda()
+        block = model.stages[0][0]
+        for fuse in (True, False):
+            fused = FusedNet(model, dtype=torch.bfloat16, fuse_expand=fuse, library_convs=not fuse)
+            x = torch.randn(8, cin, size, size, device="cuda")
+            ref = block(x)
+            y = fused.run_block(nhwc(x).to(torch.bfloat16), fused.layers[0]).permute(0, 3, 1, 2)
+            emit(part="check_block", block=name, fuse_expand=fuse, rel_err=rel(y, ref), ok=rel(y, ref) <= 2e-2)
+    for name in ("efficientnet_b0", "mobilenet_v2_100", "efficientnet_v2_s", "mobilenet_v1_100",
+                 "efficientnet_lite0") if "models" in what else ():
+        res = effnet.model_config(name).resolution
+        model = calibrate_bn(effnet.create_model(name).cuda(), res)
+        fused = FusedNet(model, dtype=torch.bfloat16)
+        x = torch.randn(32, 3, res, res, device="cuda")
+        ref = model(x)
+        y = fused(x.to(torch.bfloat16).contiguous(memory_format=torch.channels_last))
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            y_torch = model(x).float()  # what bf16 alone costs, for comparison: PyTorch's own autocast
+        torch_bf16 = {f"torch_bf16_{k}": v for k, v in agreement(y_torch, ref).items()}
+        emit(part="check_model", model=name, res=res, rel_err=rel(y, ref), **agreement(y, ref),
+             torch_bf16_rel_err=rel(y_torch, ref), **torch_bf16)
+    for path in ("runs/digits/best.safetensors", "runs/digits_b0/best.safetensors") if "trained" in what else ():
+        if os.path.exists(path):
+            check_trained(path)
+
+
+@torch.no_grad()
+def check_trained(path: str) -> None:
+    from effnet.kernels import FusedNet
+    from effnet.train.data import eval_transform, load_digits
+
+    model = effnet.load(path).cuda().eval()
+    images, targets = load_digits()
+    with open(os.path.join(os.path.dirname(path), "config.json")) as f:
+        train_cfg = json.load(f)["train"]
+    res = train_cfg.get("eval_size") or train_cfg.get("image_size") or 32
+    tf = eval_transform(res, 1.0, (0.5,) * 3, (0.5,) * 3)  # the digits' eval transform, as in training
+    x = torch.stack([tf(img) for img in images]).cuda()
+    ref = model(x)
+    y = FusedNet(model, dtype=torch.bfloat16)(x.to(torch.bfloat16).contiguous(memory_format=torch.channels_last))
+    t = targets.cuda()
+    emit(part="check_trained", checkpoint=path, model=model.config.name, images=len(t), res=res,
+         acc_torch_fp32=float((ref.argmax(1) == t).float().mean()), acc_fused_bf16=float((y.argmax(1) == t).float().mean()),
+         rel_err=rel(y, ref), **agreement(y, ref))
+
+
+@torch.no_grad()
+def part_kernels() -> None:
+    from effnet.kernels import FusedNet
+    from effnet.kernels.engine import _pads
+
+    a = torch.empty(1 << 29, dtype=torch.bfloat16, device="cuda").normal_()
+    b = torch.empty_like(a)
+    t = bench(lambda: b.copy_(a), 20)
+    copy_gbs = 2 * a.numel() * 2 / t / 1e6
+    emit(part="copy", gb_s=copy_gbs)
+    a = b = None
+    model = effnet.create_model("efficientnet_b0").cuda().eval()
+    fused = FusedNet(model, dtype=torch.bfloat16)
+    tot_ours = tot_cudnn = 0.0
+    h = 112
+    for layer in fused.layers:
+        s = layer["spec"]
+        x = torch.randn(256, h, h, s.mid_channels, device="cuda", dtype=torch.bfloat16)
+        pads = _pads((h, h), s.kernel, s.stride, s.padding)
+        ours = bench(lambda: fused.ops.depthwise(x, *layer["dw"], s.kernel, s.stride, pads, layer["act"], True), 15)
+        conv = nn.Conv2d(s.mid_channels, s.mid_channels, s.kernel, s.stride, s.kernel // 2, groups=s.mid_channels,
+                         bias=True).cuda().to(torch.bfloat16).to(memory_format=torch.channels_last)
+        xc = x.permute(0, 3, 1, 2)
+        cud = bench(lambda: conv(xc), 15)
+        oh = -(-h // s.stride)
+        nbytes = 256 * s.mid_channels * 2 * (h * h + oh * oh)
+        emit(part="depthwise", block=s.index, k=s.kernel, stride=s.stride, hw=h, channels=s.mid_channels,
+             ours_ms=ours, cudnn_ms=cud, ours_gb_s=nbytes / ours / 1e6, ours_pct_copy=100 * nbytes / ours / 1e6 / copy_gbs,
+             cudnn_pct_copy=100 * nbytes / cud / 1e6 / copy_gbs)
+        tot_ours, tot_cudnn, h = tot_ours + ours, tot_cudnn + cud, oh
+    emit(part="depthwise_total", model="efficientnet_b0", batch=256, ours_ms=tot_ours, cudnn_ms=tot_cudnn)
+
+
+@torch.no_grad()
+def part_dwvariants() -> None:
+    """B0's stride-1 depthwise layers at batch 256, every depthwise tile config, GPU time through CUDA graphs,
+    against cuDNN."""
+    from effnet.kernels import triton_ops, tune
+
+    a = torch.empty(1 << 29, dtype=torch.bfloat16, device="cuda").normal_()
+    b = torch.empty_like(a)
+    copy_gbs = 2 * a.numel() * 2 / graph_ms(lambda: b.copy_(a)) / 1e6
+    a = b = None
+    emit(part="copy", gb_s=copy_gbs)
+    for hw, c, k in ((112, 32, 3), (56, 144, 3), (28, 240, 5), (14, 480, 3), (14, 480, 5), (14, 672, 5),
+                     (7, 1152, 5), (7, 1152, 3)):
+        x = torch.randn(256, hw, hw, c, device="cuda", dtype=torch.bfloat16)
+        w, bias = torch.randn(k * k, c, device="cuda"), torch.randn(c, device="cuda")
+        p = (k - 1) // 2
+        nbytes = 2 * 2 * x.numel()
+        row = {"part": "dw_variant", "hw": hw, "channels": c, "k": k}
+        for cfg in tune.DEPTHWISE:  # (at commit 68c84a7 also a row-walking variant, tune.DEPTHWISE_ROWS)
+            name = "tile"
+            ms = graph_ms(lambda: triton_ops._depthwise_launch(x, w, bias, k, 1, (p,) * 4, 3, True, hw, hw, cfg))
+            row[f"{name}_{'_'.join(f'{k_}{v}' for k_, v in cfg.items())}_pct"] = round(100 * nbytes / ms / 1e6 / copy_gbs, 1)
+        conv = nn.Conv2d(c, c, k, 1, p, groups=c, bias=True).cuda().to(torch.bfloat16).to(memory_format=torch.channels_last)
+        xc = x.permute(0, 3, 1, 2)
+        row["cudnn_pct"] = round(100 * nbytes / graph_ms(lambda: conv(xc)) / 1e6 / copy_gbs, 1)
+        emit(**row)
+
+
+def channels_last_input(batch: int, res: int, dtype=torch.bfloat16) -> torch.Tensor:
+    return torch.randn(batch, 3, res, res, device="cuda", dtype=dtype).contiguous(memory_format=torch.channels_last)
+
+
+@torch.no_grad()
+def part_fused() -> None:
+    from effnet.kernels import FusedNet
+
+    for name, (_, res) in MODELS.items():
+        model = randomize_bn(effnet.create_model(name)).cuda().eval()
+        fused = FusedNet(model, dtype=torch.bfloat16)
+        for batch in (256, 1) if name == "efficientnet_b0" else (256,):
+            x = channels_last_input(batch, res)
+            t0 = time.time()
+            fused(x)
+            torch.cuda.synchronize()
+            first = time.time() - t0
+            ms = bench(lambda: fused(x), 100 if batch == 1 else 20)
+            emit(part="speed", who="effnet_fused", model=name, res=res, batch=batch, ms=ms, img_s=batch / ms * 1e3,
+                 first_call_s=first)
+        fused = model = None
+        torch.cuda.empty_cache()
+
+
+@torch.no_grad()
+def part_blocks() -> None:
+    from effnet.kernels import FusedNet, tune
+
+    model = randomize_bn(effnet.create_model("efficientnet_b0")).cuda().eval()
+    fused = FusedNet(model, dtype=torch.bfloat16)
+    fused(channels_last_input(256, 224))  # tune, and choose each block's path
+    per_block(model, fused, FusedNet(model, dtype=torch.bfloat16, fuse_expand=False), 224)
+    emit(part="paths", choices={k: v["path"] for k, v in tune._memory.items() if "path" in v})
+
+
+def graph_ms(fn, autocast: bool = False) -> float:
+    """GPU time of ``fn`` alone: captured in a CUDA graph (no launch gaps, no host work), replays timed."""
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+        fn()
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            fn()
+        torch.cuda.current_stream().wait_stream(side)
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            fn()
+    return bench(g.replay, 20)
+
+
+@torch.no_grad()
+def per_block(model: nn.Module, fused, unfused, res: int, batch: int = 256) -> None:
+    """Each block timed alone on its real input, as a CUDA graph: fused engine (with the path it chose),
+    fused engine without expand+depthwise fusion, eager effnet (bf16 autocast, channels_last)."""
+    x = channels_last_input(batch, res)
+    eager = model.to(memory_format=torch.channels_last)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        acts = [eager.stem(x.float())]
+        for stage in eager.stages:
+            for blk in stage:
+                acts.append(blk(acts[-1]))
+    blocks = [blk for stage in eager.stages for blk in stage]
+    for layer, blk, a, out in zip(fused.layers, blocks, acts[:-1], acts[1:]):
+        s = layer["spec"]
+        a16 = a.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+        a_nhwc = nhwc(a16)
+        t_fused = graph_ms(lambda: fused.run_block(a_nhwc, layer))
+        t_unfused = graph_ms(lambda: unfused.run_block(a_nhwc, unfused.layers[s.index]))
+        t_eager = graph_ms(lambda: blk(a16), autocast=True)
+        nbytes = 2 * (a.numel() + out.numel())  # the fused floor: block input read once, output written once
+        emit(part="per_block", index=s.index, block=s.block.value, kernel=s.kernel, stride=s.stride, expand=s.expand_ratio,
+             in_shape=list(a.shape[1:]), out_channels=s.out_channels, fused_ms=t_fused, no_expand_fusion_ms=t_unfused, eager_ms=t_eager,
+             io_mb=nbytes / 1e6, fused_gb_s=nbytes / t_fused / 1e6)
+
+
+@torch.no_grad()
+def part_baselines() -> None:
+    import torchvision
+
+    from effnet.kernels import FusedNet
+
+    torch.backends.cudnn.benchmark = True
+    only = os.environ.get("ONLY", ",".join(MODELS)).split(",")
+    for name, (tv_name, res) in MODELS.items():
+        if name not in only:
+            continue
+        batches = (256, 1) if name == "efficientnet_b0" else (256,)
+        makers = {
+            "torchvision_compile": lambda: getattr(torchvision.models, tv_name)(),
+            "effnet_folded_compile": lambda: fold_bn(randomize_bn(effnet.create_model(name))),
+            "effnet_fused": None,
+        }
+        for who, make in makers.items():
+            for batch in batches:
+                x = channels_last_input(batch, res)
+                t0 = time.time()
+                if make is None:
+                    fn = FusedNet(randomize_bn(effnet.create_model(name)).cuda().eval(), dtype=torch.bfloat16)
+                    run = lambda fn=fn: fn(x)
+                else:
+                    m = randomize_bn(make()).cuda().eval().to(memory_format=torch.channels_last)
+                    cm = torch.compile(m, mode="reduce-overhead" if batch == 1 else None)
+                    xf = x.float().contiguous(memory_format=torch.channels_last)
+
+                    def run(cm=cm, xf=xf):
+                        with torch.autocast("cuda", dtype=torch.bfloat16):
+                            return cm(xf)
+                run()
+                torch.cuda.synchronize()
+                ms = bench(run, 100 if batch == 1 else 20)
+                emit(part="speed_final", who=who, model=name, res=res, batch=batch, ms=ms, img_s=batch / ms * 1e3,
+                     setup_s=time.time() - t0)
+                torch.cuda.empty_cache()
+
+
+@torch.no_grad()
+def part_profile() -> None:
+    """Device time of fused B0 at batch 256 by kernel (torch.profiler, no CUDA graph), per forward."""
+    from collections import defaultdict
+
+    from effnet.kernels import FusedNet
+
+    model = randomize_bn(effnet.create_model("efficientnet_b0")).cuda().eval()
+    fused = FusedNet(model, dtype=torch.bfloat16, cuda_graph=False)
+    x = channels_last_input(256, 224)
+    for _ in range(3):
+        fused(x)
+    torch.cuda.synchronize()
+    reps = 5
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        for _ in range(reps):
+            fused(x)
+        torch.cuda.synchronize()
+    totals, calls = defaultdict(float), defaultdict(int)
+    for evt in prof.key_averages():
+        t = getattr(evt, "self_device_time_total", None) or getattr(evt, "self_cuda_time_total", 0)
+        if t:
+            totals[evt.key[:60]] += t / 1e3 / reps
+            calls[evt.key[:60]] += evt.count // reps
+    emit(part="profile", model="efficientnet_b0", batch=256, total_ms=sum(totals.values()),
+         kernels={k: [round(v, 4), calls[k]] for k, v in sorted(totals.items(), key=lambda kv: -kv[1])})
+
+
+def fold_bn(m: nn.Module) -> nn.Module:
+    """As /work/shared/probes/fold_probe.py: BN folded into each ConvNormAct's conv (bias added)."""
+    from effnet.layers import ConvNormAct
+
+    for mod in m.modules():
+        if isinstance(mod, ConvNormAct) and isinstance(mod.norm, nn.BatchNorm2d):
+            c, bn = mod.conv, mod.norm
+            s = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+            c.weight.data = c.weight.data * s[:, None, None, None]
+            c.bias = nn.Parameter(bn.bias - bn.running_mean * s)
+            mod.norm = nn.Identity()
+    return m
+
+
+def main() -> None:
+    import triton
+
+    parts = os.environ.get("PARTS", "check,kernels,fused,baselines").split(",")
+    emit(part="env", gpu=torch.cuda.get_device_name(), torch=torch.__version__, triton=triton.__version__,
+         parts=parts, argv=sys.argv)
+    for p in parts:
+        t0 = time.time()
+        {"check": part_check, "kernels": part_kernels, "fused": part_fused, "baselines": part_baselines,
+         "blocks": part_blocks, "profile": part_profile, "dwvariants": part_dwvariants}[p]()
+        emit(part="timing", section=p, seconds=time.time() - t0)
+
+
+if __name__ == "__main__":
+    main()

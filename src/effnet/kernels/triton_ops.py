@@ -1,0 +1,288 @@
+"""The Triton kernels and their launchers.  Activations are NHWC: [N, H, W, C], C contiguous.
+
+This is the one module of ``effnet.kernels`` that imports Triton; the package imports it only when
+a fused engine is built, so ``import effnet.kernels`` works where Triton is not installed.
+
+Kernels (each with bias + activation in its epilogue):
+- ``pointwise``: 1x1 conv as a GEMM [pixels, C_in] x [C_in, C_out]; prologue: SE gate scales A as it
+  is loaded; epilogue: residual add, or per-sample partial sums for global pooling (the head).
+- ``depthwise``: kxk depthwise conv, stride 1/2, any padding; the SE squeeze (per-sample channel sums)
+  in the same pass, each program adding its tile's sums atomically.
+- ``se_excite``: the SE's two FCs on the pooled sums -> sigmoid gate [N, C].
+- ``conv``: kxk dense conv as an implicit GEMM (the stem with 3 input channels, Fused-MBConv's expand),
+  optionally followed in the same kernel by the 1x1 project GEMM and the residual.
+- ``expand_depthwise``: 1x1 expand + kxk depthwise in one kernel; the expanded tile with its halo
+  goes through a per-program scratch slot that stays in L2, never the full expanded tensor.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from effnet.kernels import tune
+from effnet.kernels.triton_common import ACT_CODES, _act, _p2  # noqa: F401  (ACT_CODES re-exported)
+
+
+@triton.jit
+def _pointwise_kernel(a_ptr, w_ptr, bias_ptr, gate_ptr, res_ptr, out_ptr, pool_ptr,
+                      HW, M, K, N, blocks_per_sample,
+                      ACT: tl.constexpr, HAS_GATE: tl.constexpr, HAS_RES: tl.constexpr, POOL: tl.constexpr,
+                      STORE: tl.constexpr, PER_SAMPLE: tl.constexpr, PRE_ACT: tl.constexpr,
+                      BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    if PER_SAMPLE:  # a tile never straddles two samples: the gate is one row, pooling one sum
+        n = pid_m // blocks_per_sample
+        pb = pid_m % blocks_per_sample
+        local = pb * BM + tl.arange(0, BM)
+        row_mask = local < HW
+        rows = n.to(tl.int64) * HW + local
+    else:
+        rows = pid_m.to(tl.int64) * BM + tl.arange(0, BM)
+        row_mask = rows < M
+    cols = pid_n * BN + tl.arange(0, BN)
+    col_mask = cols < N
+    rk = tl.arange(0, BK)
+    acc = tl.zeros((BM, BN), dtype=tl.float32)
+    for k0 in range(0, K, BK):
+        kk = k0 + rk
+        k_mask = kk < K
+        a = tl.load(a_ptr + rows[:, None] * K + kk[None, :], mask=row_mask[:, None] & k_mask[None, :], other=0.0)
+        if PRE_ACT != 0:  # A is a pre-activation (a library conv's output): activate it as it is loaded
+            a = _act(a.to(tl.float32), PRE_ACT).to(a_ptr.dtype.element_ty)
+        if HAS_GATE:
+            g = tl.load(gate_ptr + n * K + kk, mask=k_mask, other=0.0)
+            a = (a.to(tl.float32) * g[None, :]).to(a_ptr.dtype.element_ty)
+        w = tl.load(w_ptr + kk[:, None] * N + cols[None, :], mask=k_mask[:, None] & col_mask[None, :], other=0.0)
+        acc = tl.dot(a, w, acc)
+    y = _act(acc + tl.load(bias_ptr + cols, mask=col_mask, other=0.0)[None, :], ACT)
+    mask = row_mask[:, None] & col_mask[None, :]
+    if HAS_RES:
+        y += tl.load(res_ptr + rows[:, None] * N + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    if STORE:
+        tl.store(out_ptr + rows[:, None] * N + cols[None, :], y.to(out_ptr.dtype.element_ty), mask=mask)
+    if POOL:
+        s = tl.sum(tl.where(mask, y, 0.0), axis=0)
+        tl.store(pool_ptr + pid_m * N + cols, s, mask=col_mask)
+
+
+@triton.jit
+def _depthwise_kernel(x_ptr, w_ptr, bias_ptr, out_ptr, pool_ptr,
+                      H, W, C, OH, OW, pad_t, pad_l, n_pblocks,
+                      KS: tl.constexpr, STRIDE: tl.constexpr, ACT: tl.constexpr, SQUEEZE: tl.constexpr,
+                      BP: tl.constexpr, BC: tl.constexpr):
+    pid = tl.program_id(0)
+    n = pid // n_pblocks
+    pb = pid % n_pblocks
+    p = pb * BP + tl.arange(0, BP)
+    p_mask = p < OH * OW
+    oh = p // OW
+    ow = p % OW
+    c = tl.program_id(1) * BC + tl.arange(0, BC)
+    c_mask = c < C
+    x_img = x_ptr + n.to(tl.int64) * H * W * C
+    acc = tl.zeros((BP, BC), dtype=tl.float32)
+    for kh in tl.static_range(KS):
+        ih = oh * STRIDE - pad_t + kh
+        h_ok = p_mask & (ih >= 0) & (ih < H)
+        for kw in tl.static_range(KS):
+            iw = ow * STRIDE - pad_l + kw
+            ok = h_ok & (iw >= 0) & (iw < W)
+            xv = tl.load(x_img + (ih * W + iw)[:, None] * C + c[None, :], mask=ok[:, None] & c_mask[None, :],
+                         other=0.0)
+            wv = tl.load(w_ptr + (kh * KS + kw) * C + c, mask=c_mask, other=0.0)
+            acc += xv.to(tl.float32) * wv[None, :]
+    y = _act(acc + tl.load(bias_ptr + c, mask=c_mask, other=0.0)[None, :], ACT)
+    mask = p_mask[:, None] & c_mask[None, :]
+    out_img = out_ptr + n.to(tl.int64) * OH * OW * C
+    tl.store(out_img + p[:, None] * C + c[None, :], y.to(out_ptr.dtype.element_ty), mask=mask)
+    if SQUEEZE:
+        tl.atomic_add(pool_ptr + n * C + c, tl.sum(tl.where(mask, y, 0.0), axis=0), mask=c_mask)
+
+
+@triton.jit
+def _se_kernel(pool_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, gate_ptr, NB, C, S, inv_hw,
+               ACT: tl.constexpr, BNS: tl.constexpr, BC: tl.constexpr, BS: tl.constexpr):
+    # Program (i, j): samples i*BNS.., gate channels j*BC..; every program redoes the (tiny) reduce FC, so
+    # the grid is wide enough to hide latency even at batch 1.
+    rn = tl.program_id(0) * BNS + tl.arange(0, BNS)
+    n_mask = rn < NB
+    rs = tl.arange(0, BS)
+    s_mask = rs < S
+    h = tl.zeros((BNS, BS), dtype=tl.float32)
+    for c0 in range(0, C, BC):  # reduce FC on the pooled means, chunk by chunk of channels
+        rc = c0 + tl.arange(0, BC)
+        c_mask = rc < C
+        pooled = tl.load(pool_ptr + rn[:, None] * C + rc[None, :], mask=n_mask[:, None] & c_mask[None, :], other=0.0)
+        w1 = tl.load(w1_ptr + rs[None, :] * C + rc[:, None], mask=c_mask[:, None] & s_mask[None, :], other=0.0)
+        h = tl.dot(pooled * inv_hw, w1, h)
+    h = _act(h + tl.load(b1_ptr + rs, mask=s_mask, other=0.0)[None, :], ACT)
+    rc = tl.program_id(1) * BC + tl.arange(0, BC)  # expand FC + sigmoid for this program's channels
+    c_mask = rc < C
+    w2 = tl.load(w2_ptr + rc[None, :] * S + rs[:, None], mask=s_mask[:, None] & c_mask[None, :], other=0.0)
+    g = tl.dot(h, w2) + tl.load(b2_ptr + rc, mask=c_mask, other=0.0)[None, :]
+    tl.store(gate_ptr + rn[:, None] * C + rc[None, :], tl.sigmoid(g), mask=n_mask[:, None] & c_mask[None, :])
+
+
+@triton.jit
+def _conv_kernel(x_ptr, w_ptr, b_ptr, w2_ptr, b2_ptr, res_ptr, out_ptr,
+                 M, H, W, CI, OH, OW, CO, C2, pad_t, pad_l,
+                 KS: tl.constexpr, STRIDE: tl.constexpr, ACT: tl.constexpr, FLAT_K: tl.constexpr,
+                 HAS_PROJ: tl.constexpr, HAS_RES: tl.constexpr,
+                 BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, BN2: tl.constexpr):
+    rows = tl.program_id(0).to(tl.int64) * BM + tl.arange(0, BM)
+    r_mask = rows < M
+    img = rows // (OH * OW)
+    p = rows % (OH * OW)
+    oh = p // OW
+    ow = p % OW
+    cols = tl.program_id(1) * BN + tl.arange(0, BN)
+    c_mask = cols < CO
+    acc = tl.zeros((BM, BN), dtype=tl.float32)
+    if FLAT_K:  # few input channels (the stem): K = (kh, kw, ci) flattened, gathered element by element
+        KT = KS * KS * CI
+        for k0 in range(0, KT, BK):
+            kk = k0 + tl.arange(0, BK)
+            k_mask = kk < KT
+            tap = kk // CI
+            ci = kk % CI
+            ih = oh[:, None] * STRIDE - pad_t + (tap // KS)[None, :]
+            iw = ow[:, None] * STRIDE - pad_l + (tap % KS)[None, :]
+            ok = r_mask[:, None] & k_mask[None, :] & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+            a = tl.load(x_ptr + ((img[:, None] * H + ih) * W + iw) * CI + ci[None, :], mask=ok, other=0.0)
+            w = tl.load(w_ptr + kk[:, None] * CO + cols[None, :], mask=k_mask[:, None] & c_mask[None, :], other=0.0)
+            acc = tl.dot(a, w, acc)
+    else:  # one tap at a time, channels in blocks of BK
+        for kh in tl.static_range(KS):
+            for kw in tl.static_range(KS):
+                ih = oh * STRIDE - pad_t + kh
+                iw = ow * STRIDE - pad_l + kw
+                ok = r_mask & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+                base = ((img * H + ih) * W + iw) * CI
+                for c0 in range(0, CI, BK):
+                    ci = c0 + tl.arange(0, BK)
+                    ci_mask = ci < CI
+                    a = tl.load(x_ptr + base[:, None] + ci[None, :], mask=ok[:, None] & ci_mask[None, :], other=0.0)
+                    w = tl.load(w_ptr + ((kh * KS + kw) * CI + ci)[:, None] * CO + cols[None, :],
+                                mask=ci_mask[:, None] & c_mask[None, :], other=0.0)
+                    acc = tl.dot(a, w, acc)
+    y = _act(acc + tl.load(b_ptr + cols, mask=c_mask, other=0.0)[None, :], ACT)
+    if HAS_PROJ:  # the whole expanded row is in this tile (BN >= CO): project it before it leaves the chip
+        c2 = tl.arange(0, BN2)
+        c2_mask = c2 < C2
+        w2 = tl.load(w2_ptr + cols[:, None] * C2 + c2[None, :], mask=c_mask[:, None] & c2_mask[None, :], other=0.0)
+        y2 = tl.dot(y.to(w2_ptr.dtype.element_ty), w2) + tl.load(b2_ptr + c2, mask=c2_mask, other=0.0)[None, :]
+        mask = r_mask[:, None] & c2_mask[None, :]
+        if HAS_RES:
+            y2 += tl.load(res_ptr + rows[:, None] * C2 + c2[None, :], mask=mask, other=0.0).to(tl.float32)
+        tl.store(out_ptr + rows[:, None] * C2 + c2[None, :], y2.to(out_ptr.dtype.element_ty), mask=mask)
+    else:
+        mask = r_mask[:, None] & c_mask[None, :]
+        if HAS_RES:
+            y += tl.load(res_ptr + rows[:, None] * CO + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+        tl.store(out_ptr + rows[:, None] * CO + cols[None, :], y.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+def pointwise(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, act: int, *, gate: torch.Tensor | None = None,
+              residual: torch.Tensor | None = None, pool: bool = False, pre_act: int = 0) -> torch.Tensor:
+    """1x1 conv on NHWC ``x`` [N, H, W, K] with weight ``w`` [K, C_out]; returns NHWC, or the per-sample
+    channel sums [N, C_out] (float32) of the activated output when ``pool`` (output map not written).
+    ``pre_act`` activates ``x`` as it is loaded (before the gate)."""
+    _nb, h, wd, k = x.shape
+    n_out, hw = w.shape[1], h * wd
+    per_sample = gate is not None or pool
+    key = (hw, k, n_out, per_sample, gate is not None, residual is not None, pool, act, pre_act)
+    cfg = tune.pick("pointwise", key, tune.POINTWISE,
+                    lambda c: _pointwise_launch(x, w, bias, act, gate, residual, pool, c, per_sample, pre_act),
+                    clip={"BN": _p2(n_out), "BK": _p2(k)})
+    return _pointwise_launch(x, w, bias, act, gate, residual, pool, cfg, per_sample, pre_act)
+
+
+def _pointwise_launch(x, w, bias, act, gate, residual, pool, cfg, per_sample, pre_act):
+    nb, h, wd, k = x.shape
+    n_out, hw = w.shape[1], h * wd
+    bm, bn, bk = cfg["BM"], min(cfg["BN"], _p2(n_out)), min(cfg["BK"], _p2(k))
+    per_sample = per_sample or gate is not None or pool
+    bps = triton.cdiv(hw, bm)
+    grid_m = nb * bps if per_sample else triton.cdiv(nb * hw, bm)
+    out = x.new_empty((nb, h, wd, n_out)) if not pool else x.new_empty(1)
+    part = torch.empty((nb, bps, n_out), device=x.device, dtype=torch.float32) if pool else out
+    _pointwise_kernel[(grid_m, triton.cdiv(n_out, bn))](
+        x, w, bias, gate if gate is not None else bias, residual if residual is not None else x, out, part,
+        hw, nb * hw, k, n_out, bps, ACT=act, HAS_GATE=gate is not None, HAS_RES=residual is not None,
+        POOL=pool, STORE=not pool, PER_SAMPLE=per_sample, PRE_ACT=pre_act, BM=bm, BN=bn, BK=bk,
+        num_warps=cfg["warps"], num_stages=cfg["stages"])
+    return part.sum(1) if pool else out
+
+
+def out_size(size: int, kernel: int, stride: int, pad_before: int, pad_after: int) -> int:
+    return (size + pad_before + pad_after - kernel) // stride + 1
+
+
+def depthwise(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, kernel: int, stride: int,
+              pads: tuple[int, int, int, int], act: int, squeeze: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Depthwise conv on NHWC ``x`` with weight [k*k, C]; ``pads`` = (top, bottom, left, right).
+    Returns the output and, when ``squeeze``, its per-sample channel sums [N, C] (float32)."""
+    _nb, h, wd, c = x.shape
+    oh, ow = out_size(h, kernel, stride, pads[0], pads[1]), out_size(wd, kernel, stride, pads[2], pads[3])
+    cfg = tune.pick("depthwise", (h, wd, c, kernel, stride, act, squeeze), tune.DEPTHWISE,
+                    lambda c_: _depthwise_launch(x, w, bias, kernel, stride, pads, act, squeeze, oh, ow, c_),
+                    clip={"BC": _p2(c)})
+    return _depthwise_launch(x, w, bias, kernel, stride, pads, act, squeeze, oh, ow, cfg)
+
+
+def _depthwise_launch(x, w, bias, kernel, stride, pads, act, squeeze, oh, ow, cfg):
+    nb, h, wd, c = x.shape
+    bp, bc = cfg["BP"], min(cfg["BC"], _p2(c))
+    npb = triton.cdiv(oh * ow, bp)
+    out = x.new_empty((nb, oh, ow, c))
+    pooled = torch.zeros((nb, c), device=x.device, dtype=torch.float32) if squeeze else None
+    _depthwise_kernel[(nb * npb, triton.cdiv(c, bc))](
+        x, w, bias, out, pooled if squeeze else out, h, wd, c, oh, ow, pads[0], pads[2], npb,
+        KS=kernel, STRIDE=stride, ACT=act, SQUEEZE=squeeze, BP=bp, BC=bc, num_warps=cfg["warps"])
+    return out, pooled
+
+
+def se_excite(pooled: torch.Tensor, hw: int, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor,
+              b2: torch.Tensor, act: int) -> torch.Tensor:
+    """Per-sample channel sums [N, C] -> SE gate [N, C] (float32): mean, reduce FC, act, expand FC, sigmoid."""
+    nb, c = pooled.shape
+    s = w1.shape[0]
+    gate = torch.empty((nb, c), device=pooled.device, dtype=torch.float32)
+    _se_kernel[(triton.cdiv(nb, 16), triton.cdiv(c, 64))](pooled, w1, b1, w2, b2, gate, nb, c, s, 1.0 / hw,
+                                                          ACT=act, BNS=16, BC=64, BS=_p2(s), num_warps=4)
+    return gate
+
+
+def conv(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, kernel: int, stride: int,
+         pads: tuple[int, int, int, int], act: int, *, proj: tuple[torch.Tensor, torch.Tensor] | None = None,
+         residual: torch.Tensor | None = None) -> torch.Tensor:
+    """Dense kxk conv on NHWC ``x``, weight [(kh, kw, ci), C_out]; with ``proj`` = (w2 [C_out, C2], b2) the
+    activated result is projected by a 1x1 conv in the same kernel; ``residual`` is added last."""
+    _nb, h, wd, ci = x.shape
+    co = w.shape[1]
+    oh, ow = out_size(h, kernel, stride, pads[0], pads[1]), out_size(wd, kernel, stride, pads[2], pads[3])
+    flat = ci < 16
+    key = (h, wd, ci, co, kernel, stride, act, proj is not None, residual is not None)
+    cfg = tune.pick("conv", key, tune.CONV,
+                    lambda c_: _conv_launch(x, w, bias, kernel, stride, pads, act, proj, residual, oh, ow, flat, c_),
+                    clip={"BN": _p2(co), "BK": _p2(kernel * kernel * ci if flat else ci)})
+    return _conv_launch(x, w, bias, kernel, stride, pads, act, proj, residual, oh, ow, flat, cfg)
+
+
+def _conv_launch(x, w, bias, kernel, stride, pads, act, proj, residual, oh, ow, flat, cfg):
+    nb, h, wd, ci = x.shape
+    co = w.shape[1]
+    bn = _p2(co) if proj is not None else min(cfg["BN"], _p2(co))
+    bk = min(cfg["BK"], _p2(kernel * kernel * ci if flat else ci))
+    c2 = proj[0].shape[1] if proj is not None else co
+    out = x.new_empty((nb, oh, ow, c2))
+    m = nb * oh * ow
+    _conv_kernel[(triton.cdiv(m, cfg["BM"]), 1 if proj is not None else triton.cdiv(co, bn))](
+        x, w, bias, proj[0] if proj else w, proj[1] if proj else bias, residual if residual is not None else x, out,
+        m, h, wd, ci, oh, ow, co, c2, pads[0], pads[2], KS=kernel, STRIDE=stride, ACT=act, FLAT_K=flat,
+        HAS_PROJ=proj is not None, HAS_RES=residual is not None, BM=cfg["BM"], BN=bn, BK=bk, BN2=_p2(c2),
+        num_warps=cfg["warps"], num_stages=cfg["stages"])
+    return out

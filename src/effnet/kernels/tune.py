@@ -1,0 +1,115 @@
+"""Per-layer-shape tile choice: a few candidate configs timed once per shape, the winner cached on disk.
+
+The cache is one JSON file per card and Triton version under ``~/.cache/effnet`` (``$XDG_CACHE_HOME``
+honoured).  Under Triton's interpreter (``TRITON_INTERPRET=1``, kernels run on the CPU) and during CUDA
+graph capture nothing is timed: the first candidate (or the cached winner) is used.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+
+# Candidates, best guess first.  BM/BN/BK: tile sizes; warps, stages: Triton's num_warps / num_stages.
+def config(**kw: int) -> dict:
+    return kw
+
+
+POINTWISE = [config(BM=128, BN=64, BK=32, warps=4, stages=3), config(BM=128, BN=128, BK=32, warps=8, stages=3),
+             config(BM=64, BN=64, BK=64, warps=4, stages=3)]
+DEPTHWISE = [config(BP=64, BC=64, warps=4), config(BP=32, BC=128, warps=4), config(BP=128, BC=32, warps=4)]
+CONV = [config(BM=128, BN=64, BK=32, warps=4, stages=3), config(BM=64, BN=64, BK=32, warps=4, stages=3)]
+
+# Time candidates on first use of a shape; off: the cached winner or the first candidate (quick start-up).
+enabled = True
+
+_memory: dict[str, dict] = {}
+_loaded: set[Path] = set()
+
+
+def interpreting() -> bool:
+    """Is Triton's CPU interpreter on?  (Triton reads the same variable.)"""
+    return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
+
+
+@functools.cache
+def cache_path() -> Path:
+    import triton
+
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "effnet"
+    card = torch.cuda.get_device_name().replace(" ", "_").replace("/", "_")
+    return base / f"kernels-{card}-triton{triton.__version__}.json"
+
+
+def _load(path: Path) -> None:
+    if path in _loaded:
+        return
+    _loaded.add(path)
+    try:
+        _memory.update(json.loads(path.read_text()))
+    except (OSError, ValueError):
+        pass  # no cache yet, or an unreadable one: tune again
+
+
+def _save(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(_memory, f, indent=0, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def _clipped(candidates: list[dict], clip: dict[str, int]) -> list[dict]:
+    out: list[dict] = []
+    for c in candidates:
+        c = {k: min(v, clip[k]) if k in clip else v for k, v in c.items()}
+        if c not in out:
+            out.append(c)
+    return out
+
+
+def capturing() -> bool:
+    """Is a CUDA graph being captured on the current stream?  (Nothing may be timed then.)"""
+    return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
+
+
+def known(kind: str, key: tuple) -> bool:
+    """Has a choice for this shape been made (in this process, or cached on disk)?"""
+    name = f"{kind}{key}"
+    if name not in _memory and not interpreting():
+        _load(cache_path())
+    return interpreting() or name in _memory
+
+
+def pick(kind: str, key: tuple, candidates: list[dict], run: Callable[[dict], object],
+         clip: dict[str, int] | None = None) -> dict:
+    """The config to launch ``kind`` with for this shape ``key``; ``run(config)`` launches it once."""
+    name = f"{kind}{key}"
+    if name in _memory:  # the hot path: one dict lookup per launch
+        return _memory[name]
+    cands = _clipped(candidates, clip or {})
+    if interpreting():
+        return cands[0]
+    _load(cache_path())
+    if name in _memory:
+        return _memory[name]
+    if not enabled or capturing():
+        return cands[0]
+    from triton.testing import do_bench
+
+    times = []
+    for c in cands:
+        try:
+            times.append(do_bench(lambda c=c: run(c), warmup=3, rep=15, return_mode="median"))
+        except Exception:  # noqa: BLE001  a config this card cannot run (too much shared memory, ...): skip it
+            times.append(float("inf"))
+    _memory[name] = cands[min(range(len(cands)), key=times.__getitem__)]
+    _save(cache_path())
+    return _memory[name]

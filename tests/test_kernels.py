@@ -1,0 +1,234 @@
+"""The fused Triton kernels, run on the CPU through Triton's interpreter, against float32 PyTorch.
+
+Triton reads TRITON_INTERPRET when a kernel is defined (``@triton.jit``) and when it is launched, so it is
+switched on here, before ``effnet.kernels.triton_ops`` is first imported; CI has no GPU.  Speed is not
+tested here: scripts/bench_fused.py measures it on a GPU.
+"""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+os.environ["TRITON_INTERPRET"] = "1"
+pytest.importorskip("triton")
+
+import effnet
+from effnet.config import ModelConfig
+from effnet.kernels import FusedNet, fold
+from effnet.kernels.engine import _pads
+from effnet.model import EfficientConvNet
+from effnet.tables import BlockType, NetSpec, Stage
+
+ops = pytest.importorskip("effnet.kernels.triton_ops")
+fused_ops = pytest.importorskip("effnet.kernels.triton_fused")
+
+MB, FU, DS = BlockType.MBCONV, BlockType.FUSED_MBCONV, BlockType.DEPTHWISE_SEPARABLE
+ACTS = {0: lambda t: t, 1: F.relu, 2: F.relu6, 3: F.silu, 4: F.hardswish}
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm())
+
+
+def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
+    """BN statistics and affine far from the identity, so that a missed fold shows."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            n = m.num_features
+            m.weight.data = torch.rand(n, generator=g) + 0.5
+            m.bias.data = torch.rand(n, generator=g) - 0.5
+            m.running_mean = torch.rand(n, generator=g) - 0.5
+            m.running_var = torch.rand(n, generator=g) * 1.5 + 0.5
+    return model.eval()
+
+
+def nhwc(x: torch.Tensor) -> torch.Tensor:
+    return x.permute(0, 2, 3, 1).contiguous()
+
+
+@pytest.fixture(autouse=True)
+def _seed(one_thread):
+    torch.manual_seed(0)
+
+
+# --- BN folding (pure torch) ----------------------------------------------------------------------------
+def test_fold_matches_conv_bn_in_eval():
+    model = randomize_bn(effnet.create_model("efficientnet_b0", width=0.25, depth=0.25, num_classes=7))
+    net = fold(model.plan, model.state_dict())
+    x = torch.randn(2, 3, 16, 16)
+    stem = net.stem
+    assert rel(F.conv2d(x, stem.weight, stem.bias, 2, 1), model.stem.norm(model.stem.conv(x))) < 1e-5
+    blk, fb = model.stages[1][0], net.blocks[1]
+    assert fb.spec.has_expand and fb.se is not None and fb.expand.weight.shape[1] == fb.spec.in_channels
+    h = torch.randn(2, fb.spec.in_channels, 8, 8)
+    assert rel(F.conv2d(h, fb.expand.weight, fb.expand.bias), blk.expand.norm(blk.expand.conv(h))) < 1e-5
+    assert net.classifier[0].shape == (7, model.plan.head.num_features)
+
+
+# --- each kernel alone ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("act", [0, 1, 2, 3, 4])
+def test_pointwise_bias_act(act):
+    x, w, b = torch.randn(2, 5, 7, 24), torch.randn(24, 40), torch.randn(40)
+    y = ops.pointwise(x, w, b, act)
+    assert rel(y, ACTS[act](x @ w + b)) < 1e-5
+
+
+def test_pointwise_gate_prologue_and_residual():
+    x, w, b = torch.randn(3, 6, 5, 40), torch.randn(40, 24), torch.randn(24)
+    gate, res = torch.rand(3, 40), torch.randn(3, 6, 5, 24)
+    y = ops.pointwise(x, w, b, 0, gate=gate, residual=res)
+    assert rel(y, (x * gate[:, None, None, :]) @ w + b + res) < 1e-5
+
+
+def test_pointwise_pool_epilogue():
+    x, w, b = torch.randn(2, 9, 9, 16), torch.randn(16, 48), torch.randn(48)
+    pooled = ops.pointwise(x, w, b, 3, pool=True)
+    assert rel(pooled, F.silu(x @ w + b).sum((1, 2))) < 1e-5
+
+
+@pytest.mark.parametrize("k,stride,padding", [(3, 1, "symmetric"), (3, 2, "symmetric"), (5, 1, "symmetric"),
+                                              (5, 2, "same"), (3, 2, "same")])
+def test_depthwise_and_squeeze(k, stride, padding):
+    c, hw = 20, 11
+    x, w, b = torch.randn(2, hw, hw, c), torch.randn(c, 1, k, k), torch.randn(c)
+    pads = _pads((hw, hw), k, stride, padding)
+    y, pooled = ops.depthwise(x, w.reshape(c, k * k).t().contiguous(), b, k, stride, pads, 2, True)
+    xp = F.pad(x.permute(0, 3, 1, 2), (pads[2], pads[3], pads[0], pads[1]))
+    ref = F.relu6(F.conv2d(xp, w, b, stride, groups=c))
+    assert y.shape == nhwc(ref).shape
+    assert rel(y, nhwc(ref)) < 1e-5
+    assert rel(pooled, ref.sum((2, 3))) < 1e-5
+
+
+def test_se_excite():
+    n, c, s, hw = 19, 80, 6, 25  # more samples than one program's 16, more channels than its 64
+    sums, w1, b1, w2, b2 = torch.randn(n, c), torch.randn(s, c), torch.randn(s), torch.randn(c, s), torch.randn(c)
+    gate = ops.se_excite(sums, hw, w1, b1, w2, b2, 3)
+    assert rel(gate, torch.sigmoid(F.silu(sums / hw @ w1.t() + b1) @ w2.t() + b2)) < 1e-5
+
+
+@pytest.mark.parametrize("ci,co,stride,proj,res", [(3, 24, 2, False, False), (12, 20, 1, False, True),
+                                                   (24, 40, 2, True, False), (16, 48, 1, True, True)])
+def test_conv_implicit_gemm(ci, co, stride, proj, res):
+    k, hw = 3, 10
+    x, w, b = torch.randn(2, hw, hw, ci), torch.randn(co, ci, k, k), torch.randn(co)
+    wflat = w.permute(2, 3, 1, 0).reshape(-1, co).contiguous()
+    c2 = ci if res else 16
+    p = (torch.randn(co, c2), torch.randn(c2)) if proj else None
+    out_c = c2 if proj else co
+    residual = torch.randn(2, hw, hw, out_c) if res else None
+    y = ops.conv(x, wflat, b, k, stride, (1, 1, 1, 1), 3, proj=p, residual=residual)
+    ref = nhwc(F.silu(F.conv2d(x.permute(0, 3, 1, 2), w, b, stride, 1)))
+    if proj:
+        ref = ref @ p[0] + p[1]
+    if res:
+        ref = ref + residual
+    assert rel(y, ref) < 1e-5
+
+
+@pytest.mark.parametrize("k,hw", [(3, 9), (5, 7), (3, 16)])
+def test_expand_depthwise_fused(k, hw):
+    ci, c = 12, 40
+    x, we, be = torch.randn(2, hw, hw, ci), torch.randn(ci, c), torch.randn(c)
+    wd, bd = torch.randn(c, 1, k, k), torch.randn(c)
+    pads = _pads((hw, hw), k, 1, "symmetric")
+    y, pooled = fused_ops.expand_depthwise(x, we, be, wd.reshape(c, k * k).t().contiguous(), bd, k, pads, 3, True)
+    e = F.silu(x @ we + be).permute(0, 3, 1, 2)
+    ref = F.silu(F.conv2d(e, wd, bd, 1, k // 2, groups=c))
+    assert rel(y, nhwc(ref)) < 1e-5
+    assert rel(pooled, ref.sum((2, 3))) < 1e-5
+
+
+# --- each block type through the engine ----------------------------------------------------------------
+BLOCKS = [  # (in_channels, Stage(block, expand, kernel, stride, out, repeats, se_ratio), activation, padding)
+    (16, Stage(MB, 6, 3, 1, 16, 1, 0.25), "silu", "symmetric"),  # B0-like, SE + residual
+    (16, Stage(MB, 6, 5, 2, 24, 1, 0.25), "silu", "same"),  # k5 s2, TF SAME
+    (16, Stage(MB, 1, 3, 1, 8, 1, 0.25), "silu", "symmetric"),  # expansion 1 (B0's first block)
+    (8, Stage(MB, 6, 3, 2, 16, 1, 0.0), "relu6", "symmetric"),  # MobileNetV2, no SE
+    (16, Stage(MB, 4, 5, 1, 16, 1, 0.0), "relu6", "same"),  # Lite-like k5 s1 residual, no SE
+    (16, Stage(MB, 4, 3, 1, 16, 1, 0.25), "hardswish", "symmetric"),
+    (8, Stage(FU, 1, 3, 1, 8, 1), "silu", "symmetric"),  # Fused-MBConv e1 + residual
+    (8, Stage(FU, 4, 3, 2, 16, 1), "silu", "same"),  # Fused-MBConv e4 s2
+    (16, Stage(FU, 4, 3, 1, 16, 1), "silu", "symmetric"),  # Fused-MBConv e4 residual
+    (16, Stage(FU, 4, 3, 1, 16, 1, 0.25), "silu", "symmetric"),  # Fused-MBConv with SE (fallback path)
+    (16, Stage(DS, 1, 3, 1, 24, 1), "relu6", "symmetric"),  # depthwise-separable
+    (16, Stage(DS, 1, 3, 2, 24, 1), "relu", "same"),
+]
+
+
+@pytest.mark.parametrize("cin,stage,act,padding", BLOCKS,
+                         ids=[f"{s.block.value}-e{s.expand_ratio}-k{s.kernel}-s{s.stride}-se{s.se_ratio}-{p}"
+                              for _, s, _, p in BLOCKS])
+def test_block_matches_pytorch(cin, stage, act, padding):
+    cfg = ModelConfig(spec=NetSpec(cin, (stage,), None), num_classes=0, activation=act, padding=padding)
+    model = randomize_bn(EfficientConvNet(cfg))
+    x = torch.randn(2, cin, 9, 9)
+    ref = model.stages[0][0](x)
+    for fuse in (True, False):  # MBConv: expand + depthwise fused or not; Fused-MBConv: ours or the library's conv
+        engine = FusedNet(model, dtype=torch.float32, device="cpu", fuse_expand=fuse, library_convs=not fuse)
+        y = engine.run_block(nhwc(x), engine.layers[0])
+        assert rel(y, nhwc(ref)) < 1e-4, fuse
+
+
+@pytest.mark.parametrize("name,kw", [("efficientnet_b0", {"width": 0.25, "depth": 0.25}),
+                                     ("mobilenet_v1_025", {}), ("efficientnet_v2_s", {"width": 0.25, "depth": 0.1})])
+def test_reduced_model_end_to_end(name, kw):
+    model = randomize_bn(effnet.create_model(name, num_classes=10, **kw))
+    x = torch.randn(2, 3, 32, 32)
+    y = FusedNet(model, dtype=torch.float32, device="cpu")(x)
+    assert y.shape == (2, 10) and rel(y, model(x)) < 1e-4
+
+
+def test_library_stem_and_pre_activation_prologue():
+    model = randomize_bn(effnet.create_model("efficientnet_v2_s", width=0.25, depth=0.1, num_classes=5,
+                                             padding="same"))
+    x = torch.randn(2, 3, 33, 33)  # odd size: SAME padding differs from symmetric at stride 2
+    y = FusedNet(model, dtype=torch.float32, device="cpu", library_convs=True)(x)
+    assert rel(y, model(x)) < 1e-4
+
+
+# --- the edges: no Triton, wrong device, wrong input -----------------------------------------------------
+def test_effnet_imports_without_triton_and_engine_says_what_is_needed():
+    code = textwrap.dedent("""
+        import sys
+        sys.modules["triton"] = None  # makes `import triton` raise ImportError
+        import effnet, effnet.kernels
+        from effnet.kernels import FusedNet
+        model = effnet.create_model("mobilenet_v1_025", num_classes=3)
+        try:
+            FusedNet(model)
+        except RuntimeError as e:
+            print("ERR:" + str(e))
+    """)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    env.pop("TRITON_INTERPRET", None)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120, check=False)
+    assert out.returncode == 0, out.stderr
+    msg = out.stdout.split("ERR:", 1)[1].strip()
+    assert "Triton" in msg and "\n" not in msg
+
+
+def test_cpu_device_without_interpreter_is_a_one_line_error(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    model = effnet.create_model("mobilenet_v1_025", num_classes=3)
+    with pytest.raises(ValueError, match="CUDA") as e:
+        FusedNet(model, device="cpu")
+    assert "\n" not in str(e.value)
+
+
+def test_bad_inputs_are_one_line_errors():
+    model = randomize_bn(effnet.create_model("mobilenet_v1_025", num_classes=3))
+    engine = FusedNet(model, dtype=torch.float32, device="cpu")
+    with pytest.raises(ValueError, match="image batch"):
+        engine(torch.randn(1, 4, 8, 8))
+    with pytest.raises(ValueError, match="move the input"):
+        engine(torch.randn(1, 3, 8, 8, device="meta"))
+    with pytest.raises(ValueError, match="dtype"):
+        FusedNet(model, dtype=torch.int8, device="cpu")
