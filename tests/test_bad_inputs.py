@@ -117,7 +117,7 @@ CLI_CASES = [
     ("data-missing", ["train", "--data", "{root}/no-such-folder"], ["does not exist"]),
     ("data-empty", ["train", "--data", "{empty}"], ["no class folders"]),
     ("data-is-a-file", ["train", "--data", "{text}"], ["notes.txt is a file"]),
-    ("train-threads", ["train", "--threads", "0", "--data", "{data}"], ["--threads must be a positive integer"]),
+    ("train-threads", ["train", "--threads", "0", "--data", "{data}"], ["threads must be a positive integer"]),
     ("resume-no-output", ["train", "--resume"], ["--resume needs --output"]),
     ("resume-nothing", ["train", "--resume", "--output", "{empty}"], ["nothing to resume"]),
     ("resume-other-model", ["train", "--resume", "--output", "{run}", "--model", "efficientnet_b0"],
