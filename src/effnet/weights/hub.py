@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import urllib.error
 import warnings
 from dataclasses import dataclass
@@ -176,7 +177,9 @@ def fetch(pub: Published, *, progress: bool = True) -> Path:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         # Writes to a temp file beside ``path`` and renames it only when complete and hash-checked.
-        torch.hub.download_url_to_file(pub.url, str(path), hash_prefix=pub.hash_prefix, progress=progress)
+        # The bar only on a terminal, as effnet train's: in a log file its redraws would fill the file.
+        torch.hub.download_url_to_file(pub.url, str(path), hash_prefix=pub.hash_prefix,
+                                       progress=progress and sys.stderr.isatty())
     except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", None) or e
         raise ConnectionError(f"could not download {pub.url} ({str(reason).strip()}); without internet, "
