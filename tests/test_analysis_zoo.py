@@ -86,3 +86,14 @@ def test_docs_zoo_md_is_the_current_output():
 def test_unknown_pattern_is_a_clear_error():
     with pytest.raises(ValueError, match="no zoo model matches"):
         zoo_rows("resnet*")
+
+
+def test_terminal_table_fits_120_columns_and_explains_its_flags():
+    rows = zoo_rows()
+    narrow = render_zoo(rows, "table").splitlines()
+    assert max(len(line) for line in narrow) <= 120
+    assert "note" not in narrow[0] and any("!" in line for line in narrow[2:len(rows) + 2])  # flags still shown
+    legend = " ".join(narrow[len(rows) + 3:])
+    assert "≈ the source rounds" in legend and "! the MACs deviate" in legend and "--wide" in legend
+    wide = render_zoo(rows, "table", wide=True).splitlines()
+    assert wide[0].rstrip().endswith("note") and max(len(line) for line in wide) > 120

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from effnet.zoo import get_recipe, list_models
+from effnet.suggest import did_you_mean
+from effnet.zoo import MODELS, get_recipe, list_models
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -12,7 +13,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    for name in list_models(args.pattern):
+    names = list_models(args.pattern)
+    if not names:  # an empty listing would look like an empty zoo
+        raise ValueError(f"no zoo model matches {args.pattern!r}{did_you_mean(args.pattern, MODELS)} "
+                         "(effnet models lists all)")
+    for name in names:
         r = get_recipe(name)
         print(f"{name:22s} {r.family:20s} width {r.width:<4g} depth {r.depth:<4g} resolution {r.resolution}")
     return 0

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from dataclasses import dataclass, field
 
 from effnet.tables import NetSpec
@@ -29,16 +31,28 @@ class ModelConfig:
     name: str | None = field(default=None, compare=False)  # zoo name, when built from the zoo
 
     def __post_init__(self) -> None:
+        # The public edge: every field a user can pass is checked for type and range here, so a bad
+        # value fails with one line naming it, not inside torch (num_classes=2.5, in_chans="3", ...).
+        if not isinstance(self.spec, NetSpec):
+            raise TypeError(f"spec must be a NetSpec, got {type(self.spec).__name__}")
+        self._set("num_classes", _integer("num_classes", self.num_classes, 0))
+        self._set("in_chans", _integer("in_chans", self.in_chans, 1))
         if self.activation not in ACTIVATION_NAMES:
             raise ValueError(f"unknown activation {self.activation!r}; allowed: {', '.join(ACTIVATION_NAMES)}")
         if self.padding not in PADDINGS:
             raise ValueError(f"padding must be one of {PADDINGS}, got {self.padding!r}")
-        if self.num_classes < 0 or self.in_chans < 1:
-            raise ValueError(f"need num_classes >= 0 and in_chans >= 1, got {self.num_classes}, {self.in_chans}")
-        if not 0.0 <= self.drop_rate < 1.0:
-            raise ValueError(f"drop_rate must be in [0, 1), got {self.drop_rate}")
-        if not 0.0 <= self.drop_path_rate < 1.0:
-            raise ValueError(f"drop_path_rate must be in [0, 1), got {self.drop_path_rate}")
+        self._set("drop_rate", _real("drop_rate", self.drop_rate, 0.0, 1.0, "[0, 1)", upper_open=True))
+        self._set("drop_path_rate", _real("drop_path_rate", self.drop_path_rate, 0.0, 1.0, "[0, 1)", upper_open=True))
+        self._set("bn_eps", _real("bn_eps", self.bn_eps, 0.0, 1.0, "(0, 1]", lower_open=True))
+        self._set("bn_momentum", _real("bn_momentum", self.bn_momentum, 0.0, 1.0, "[0, 1]"))
+        stride = self.spec.output_stride
+        self._set("resolution", _integer("resolution", self.resolution, stride,
+                                         " (the total stride of this network; smaller inputs see only padding)"))
+        if self.name is not None and not isinstance(self.name, str):
+            raise TypeError(f"name must be a string or None, got {type(self.name).__name__}")
+
+    def _set(self, field_name: str, value) -> None:
+        object.__setattr__(self, field_name, value)  # frozen: store the checked, plain-Python value
 
     def to_dict(self) -> dict:
         return {**dataclasses.asdict(self), "spec": self.spec.to_dict()}
@@ -46,3 +60,23 @@ class ModelConfig:
     @staticmethod
     def from_dict(d: dict) -> ModelConfig:
         return ModelConfig(**{**d, "spec": NetSpec.from_dict(d["spec"])})
+
+
+def _integer(name: str, value, minimum: int, why: str = "") -> int:
+    """``value`` as a plain int (numpy integers accepted) at least ``minimum``; else a one-line error."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer >= {minimum}, got {value!r} ({type(value).__name__})")
+    if value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}{why}, got {value}")
+    return int(value)
+
+
+def _real(name: str, value, low: float, high: float, shown: str, *, lower_open: bool = False,
+          upper_open: bool = False) -> float:
+    """``value`` as a float inside ``shown`` (the interval as the message writes it)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number in {shown}, got {value!r} ({type(value).__name__})")
+    v = float(value)
+    if not (math.isfinite(v) and (v > low if lower_open else v >= low) and (v < high if upper_open else v <= high)):
+        raise ValueError(f"{name} must be in {shown}, got {value}")
+    return v

@@ -98,6 +98,9 @@ def export_onnx(
     if not isinstance(model, EfficientConvNet):
         raise TypeError(f"export_onnx takes an effnet EfficientConvNet, got {type(model).__name__}")
     h, w = _input_hw(model.config.resolution if input_size is None else input_size)
+    if min(h, w) < model.min_input_size:  # before the exporter traces anything or a file is opened
+        raise ValueError(f"input_size {h}x{w} is below {model.config.name or 'the model'}'s minimum "
+                         f"{model.min_input_size}x{model.min_input_size} (its total stride)")
     if check is None:
         try:
             import onnxruntime  # noqa: F401

@@ -69,6 +69,32 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> Path:
     return path
 
 
+def check_writable(path: str | os.PathLike, flag: str = "") -> Path:
+    """Fail now, before the work, if ``path`` could not be written later.
+
+    The nearest folder that exists on the way to ``path`` must be a folder this process may write in
+    (missing folders below it are created by the writers).  ``flag`` names the option that chooses
+    the path, for the error message.
+    """
+    path = Path(path)
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    where = f" (choose another with {flag})" if flag else ""
+    if not folder.is_dir():
+        raise ValueError(f"cannot write {path}: {folder} is not a folder{where}")
+    try:
+        writable = os.access(folder, os.W_OK | os.X_OK)
+        if writable:  # access() is only a hint (root, read-only mounts): try a real file
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+    except OSError:
+        writable = False
+    if not writable:
+        raise ValueError(f"cannot write {path}: folder {folder} is read-only{where}")
+    return path
+
+
 def is_temp_file(path: str | os.PathLike) -> bool:
     """Whether ``path`` is named like a temp file of :func:`atomic_output`."""
     return bool(_TEMP_NAME.match(Path(path).name))

@@ -56,9 +56,32 @@ class EfficientConvNet(nn.Module):
                 nn.init.uniform_(m.weight, -bound, bound)
                 nn.init.zeros_(m.bias)
 
+    @property
+    def min_input_size(self) -> int:
+        """The smallest input side: the total stride, below which the last stage would see only padding."""
+        return self.plan.output_stride
+
     def _check_input(self, x: torch.Tensor) -> None:
+        """One clear error for a wrong type, layout, dtype or size, instead of torch's from deep inside."""
+        name = self.config.name or "this model"
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{name} takes a torch.Tensor of shape (N, {self.config.in_chans}, H, W), "
+                            f"got {type(x).__name__}")
         if x.ndim != 4 or x.shape[1] != self.config.in_chans:
             raise ValueError(f"expected input of shape (N, {self.config.in_chans}, H, W), got {tuple(x.shape)}")
+        weight = self.stem.conv.weight.dtype
+        if not x.is_floating_point():
+            raise TypeError(f"{name} takes floating-point images ({str(weight).removeprefix('torch.')}), got "
+                            f"{str(x.dtype).removeprefix('torch.')}: convert with x.float() / 255, then normalise "
+                            "with the training mean and std")
+        if x.dtype != weight and not torch.is_autocast_enabled(x.device.type):
+            w, got = str(weight).removeprefix("torch."), str(x.dtype).removeprefix("torch.")
+            raise TypeError(f"{name} has {w} weights but the input is {got}: convert with x.to(torch.{w}) "
+                            f"(or the model with model.to(torch.{got}), or run under torch.autocast)")
+        minimum = self.min_input_size
+        if x.shape[-2] < minimum or x.shape[-1] < minimum:
+            raise ValueError(f"input {x.shape[-2]}x{x.shape[-1]} is smaller than {name}'s minimum "
+                             f"{minimum}x{minimum} (its total stride); resize the images to at least {minimum} px")
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Image -> feature map after the head conv (before pooling)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -179,14 +180,21 @@ def compound_coefficients(
 ) -> Coefficients:
     """Compound scaling (EfficientNet eq. 3): depth alpha**phi, width beta**phi, resolution gamma**phi.
 
-    Any real ``phi`` is accepted (negative shrinks the network).  Resolution is rounded to a multiple
-    of 8.
+    Any real ``phi`` in :data:`PHI_RANGE` is accepted (negative shrinks the network).  Resolution is
+    rounded to a multiple of 8.
     """
     for name, value in (("alpha", alpha), ("beta", beta), ("gamma", gamma)):
-        if not value > 0:
+        _check_real(name, value)
+        if not (math.isfinite(value) and value > 0):
             raise ValueError(f"{name} must be > 0, got {value}")
-    if not math.isfinite(phi):
-        raise ValueError(f"phi must be a finite real number, got {phi}")
+    _check_real("phi", phi)
+    low, high = PHI_RANGE
+    if not (math.isfinite(phi) and low <= phi <= high):
+        raise ValueError(f"phi must be a finite number between {low:g} and {high:g} (B7 is about 6, L2 about 15), "
+                         f"got {phi}")
+    for name, value in (("alpha", alpha), ("beta", beta), ("gamma", gamma)):
+        if abs(phi * math.log(value)) > math.log(MAX_MULTIPLIER):  # checked in logs: value**phi may overflow
+            raise ValueError(f"{name}**phi = {value:g}**{phi:g} is outside [1/{MAX_MULTIPLIER:g}, {MAX_MULTIPLIER:g}]")
     return Coefficients(
         width=beta**phi,
         depth=alpha**phi,
@@ -195,6 +203,19 @@ def compound_coefficients(
     )
 
 
+# Beyond this a multiplier is a typo, not a network: 100x the width of B0 has 4 G parameters per block.
+MAX_MULTIPLIER = 100.0
+# Compound phi with the paper's alpha/beta/gamma: -10 gives B0 at 55 px, 25 multiplies depth by 95
+# (B7 is about phi 6, L2 about 15); outside, coefficients overflow or leave any sensible network.
+PHI_RANGE = (-10.0, 25.0)
+
+
+def _check_real(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
+
+
 def _check_multiplier(what: str, value: float) -> None:
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-        raise ValueError(f"{what} multiplier must be a finite number > 0, got {value!r}")
+    _check_real(f"{what} multiplier", value)
+    if not (math.isfinite(value) and 0 < value <= MAX_MULTIPLIER):
+        raise ValueError(f"{what} multiplier must be a finite number > 0 (at most {MAX_MULTIPLIER:g}), got {value!r}")

@@ -7,7 +7,6 @@ generated from the coefficient tables, not written out as a builder function of 
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import json
 import os
@@ -28,6 +27,7 @@ from effnet.scaling import (
     per_stage_multipliers,
     scale_spec,
 )
+from effnet.suggest import did_you_mean
 from effnet.tables import NetSpec
 
 
@@ -127,8 +127,7 @@ def get_recipe(name: str) -> Recipe:
     if not isinstance(name, str):
         raise TypeError(f"model name must be a string, got {type(name).__name__}")
     if name not in MODELS:
-        close = difflib.get_close_matches(name, MODELS, n=3, cutoff=0.6)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        hint = did_you_mean(name, MODELS)
         raise ValueError(f"unknown model {name!r}{hint} (effnet.list_models() lists all {len(MODELS)})")
     return MODELS[name]
 

@@ -24,11 +24,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from effnet.analysis.ceilings import device_name, resolve_device
+from effnet.analysis.ceilings import device_name
 from effnet.analysis.measure import make_input, prepare
 from effnet.analysis.models import DTYPES, build_model, peer_library
 from effnet.analysis.profile import profile
 from effnet.analysis.timing import time_fn
+from effnet.devices import resolve_device
 
 MODES = ("eager", "channels_last", "compile")
 EFFNET_DEFAULTS = ("mobilenet_v1_100", "mobilenet_v2_100", "efficientnet_b0", "efficientnet_lite0",

@@ -10,11 +10,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
-
 from effnet.analysis import bench, bench_report
-from effnet.analysis.ceilings import get_ceilings, resolve_device
+from effnet.analysis.ceilings import get_ceilings
 from effnet.analysis.models import DTYPES, check_model_name
+from effnet.devices import resolve_device, set_threads
+from effnet.io import check_writable
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -52,6 +52,7 @@ def _list(text: str | None, default, cast=str) -> tuple:
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if args.combine:
+        check_writable(out / "bench-combined.md", "--out")
         datasets = bench_report.merge_by_device([bench_report.load_results(p) for p in args.combine])
         png = bench_report.plot_macs_vs_latency(datasets, out / "macs-vs-latency.png")
         md = out / "bench-combined.md"
@@ -59,12 +60,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {png} and {md}")
         return 0
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    d = resolve_device(device)
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    d = resolve_device(args.device or "auto")
+    set_threads(args.threads)
+    check_writable(out / f"bench-{d.type}.json", "--out")  # before minutes of timing, not after
     defaults = bench.DEVICE_DEFAULTS[d.type]
     models = list(_list(args.models, bench.default_models()))
     batch_sizes = _list(args.batch_sizes, defaults["batch_sizes"], int)

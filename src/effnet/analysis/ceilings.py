@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from effnet.analysis.timing import time_fn
+from effnet.devices import resolve_device
 from effnet.io import write_atomic
 
 CACHE_FILE = "ceilings.json"
@@ -85,21 +86,6 @@ def library_versions(device: torch.device) -> dict:
     else:
         v["threads"] = str(torch.get_num_threads())
     return v
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``"cpu"``/``"cuda"``/``"cuda:1"`` as a torch.device; a clear error when CUDA is asked for but absent."""
-    try:
-        d = torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise ValueError(f"device must be 'cpu' or 'cuda[:N]', got {device!r}") from e
-    if d.type not in ("cpu", "cuda"):
-        raise ValueError(f"device must be 'cpu' or 'cuda[:N]', got {device!r}")
-    if d.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError("device 'cuda' asked for, but torch sees no CUDA device here")
-        d = torch.device("cuda", torch.cuda.current_device() if d.index is None else d.index)
-    return d
 
 
 def _best_time(fn, device: torch.device, warmup: int, runs: int) -> float:

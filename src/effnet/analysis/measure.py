@@ -27,11 +27,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from effnet.analysis.ceilings import Ceilings, get_ceilings, resolve_device
+from effnet.analysis.ceilings import Ceilings, get_ceilings
 from effnet.analysis.hooks import HookTimer, attribute, hook_overhead, hook_plan
 from effnet.analysis.profile import LayerRecord, Profile, profile
 from effnet.analysis.timing import Timing, synchronizer, time_fn
 from effnet.analysis.traced import trace_layers
+from effnet.devices import resolve_device
 
 PER_LAYER_METHODS = ("profiler", "hooks")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import textwrap
 from dataclasses import dataclass
 
 import torch
@@ -145,9 +146,29 @@ def zoo_columns() -> list[Column]:
     ]
 
 
-def render_zoo(rows: list[ZooRow], fmt: str = "table", dtype: torch.dtype = torch.float32) -> str:
-    """The zoo table; Markdown comes with the heading, legend and sources that docs/zoo.md shows."""
+def flags_legend() -> str:
+    """What the ``≈`` and ``!`` after a deviation mean (the Markdown page and the terminal table share it)."""
+    return (f"`≈` the source rounds the figure or sources disagree; `!` the MACs deviate by more than the "
+            f"tolerance ({DEFAULT_MACS_TOLERANCE:g}%; 1% for mobilenet_v1_100 and mobilenet_v2_100, 2% for "
+            f"efficientnet_b0) or the params by more than {PARAMS_TOLERANCE:g}%, explained in the note.")
+
+
+TERMINAL_WIDTH = 120  # the plain table fits this; the note column (up to ~200 characters) needs --wide
+
+
+def render_zoo(rows: list[ZooRow], fmt: str = "table", dtype: torch.dtype = torch.float32,
+               wide: bool = False) -> str:
+    """The zoo table; Markdown comes with the heading, legend and sources that docs/zoo.md shows.
+
+    The plain table leaves the note column out unless ``wide`` and ends with the flags' legend, so
+    it fits :data:`TERMINAL_WIDTH` columns.
+    """
     columns = zoo_columns()
+    if fmt == "table" and not wide:
+        columns = [c for c in columns if c.key != "note"]
+        legend = textwrap.wrap("Flags: " + flags_legend().replace("`", "").replace(
+            "explained in the note.", "explained in the note (--wide shows it)."), TERMINAL_WIDTH)
+        return "\n".join([render(rows, columns, fmt), "", *legend])
     if fmt == "json":
         data = json.loads(render(rows, columns, "json"))
         for d, r in zip(data, rows):
@@ -169,9 +190,7 @@ def render_zoo(rows: list[ZooRow], fmt: str = "table", dtype: torch.dtype = torc
         "papers' \"mult-adds\"; EfficientNet's \"FLOPs\"), equal to half of PyTorch's `FlopCounterMode`",
         f"FLOPs. Activations are the output elements of every layer, and their memory at {_dtype_name(dtype)}.",
         "",
-        (f"Flags: `≈` the source rounds the figure or sources disagree; `!` the MACs deviate by more than the "
-        f"tolerance ({DEFAULT_MACS_TOLERANCE:g}%; 1% for mobilenet_v1_100 and mobilenet_v2_100, 2% for "
-        f"efficientnet_b0) or the params by more than {PARAMS_TOLERANCE:g}%, explained in the note."),
+        "Flags: " + flags_legend(),
         "",
         table,
         "",
@@ -191,13 +210,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32",
                         help="dtype for activation memory (default: float32)")
     parser.add_argument("--output", metavar="PATH", help="write to PATH (atomically) instead of stdout")
+    parser.add_argument("--wide", action="store_true",
+                        help=f"add the note column to the table (default: fit {TERMINAL_WIDTH} columns)")
 
 
 def run(args: argparse.Namespace) -> int:
     if args.output and not os.path.isdir(os.path.dirname(os.path.abspath(args.output))):
         raise ValueError(f"cannot write {args.output}: its folder does not exist")
     dtype = DTYPES[args.dtype]
-    text = render_zoo(zoo_rows(args.pattern, dtype), args.format, dtype)
+    text = render_zoo(zoo_rows(args.pattern, dtype), args.format, dtype, wide=args.wide)
     if args.output:
         write_atomic(args.output, (text if text.endswith("\n") else text + "\n").encode())
     else:

@@ -6,7 +6,7 @@ import argparse
 
 import torch
 
-from effnet.analysis.ceilings import resolve_device
+from effnet.devices import resolve_device
 from effnet.search.candidate import SearchRecipe
 from effnet.search.compound import Base
 from effnet.search.executors import Executor, make_executor

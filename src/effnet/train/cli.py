@@ -43,16 +43,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, type=base, default=argparse.SUPPRESS, help=help_text(f), metavar=metavar)
 
 
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """Flags the user gave, over the data set's recipe, over TrainConfig's defaults."""
+def given_flags(args: argparse.Namespace) -> dict:
+    """The TrainConfig fields the user set with a flag (unset flags are absent from ``args``)."""
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
     if given.get("progressive") in ("none", ""):
         given["progressive"] = None
+    return given
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """Flags the user gave, over the data set's recipe, over TrainConfig's defaults."""
+    given = given_flags(args)
     return TrainConfig.for_data(given.pop("data", None), **given)
 
 
 def run(args: argparse.Namespace) -> int:
     from effnet.train.run import train
 
-    train(config_from_args(args))
+    # With --resume the run's saved settings apply; the flags given are checked against them.
+    train(config_from_args(args), requested=set(given_flags(args)))
     return 0

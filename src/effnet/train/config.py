@@ -6,6 +6,8 @@ import dataclasses
 import re
 from dataclasses import dataclass, field
 
+from effnet.suggest import did_you_mean
+
 OPTIMIZERS = ("sgd", "rmsprop", "adamw")
 SCHEDULES = ("cosine", "exponential")
 AUGMENTS = ("randaugment", "trivialaugment", "none")
@@ -198,6 +200,8 @@ class TrainConfig:
     channels_last: bool | None = option(None, "NHWC memory format", "on for CUDA, where it is faster; off on CPU")
     compile: bool = option(False, "torch.compile the model (one recompilation per progressive size)")
     seed: int = option(0, "every random choice derives from (seed, epoch, rank), which makes resume exact")
+    threads: int | None = option(None, "CPU threads for torch (1 makes small-model timings comparable)",
+                                 "torch's, one per core")
 
     # --- output
     output: str | None = option(None, "run folder", "runs/train-N, the first N not taken")
@@ -210,12 +214,15 @@ class TrainConfig:
                    "bad_images": BAD_IMAGES}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
-                raise TrainError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+                value = getattr(self, name)
+                raise TrainError(f"{name} must be one of {', '.join(allowed)}, got {value!r}"
+                                 f"{did_you_mean(str(value), allowed)}")
         if self.progressive is not None and self.progressive not in PRESETS:
-            raise TrainError(f"progressive must be one of {', '.join(PRESETS)} (or none), got {self.progressive!r}")
+            raise TrainError(f"progressive must be one of {', '.join(PRESETS)} (or none), got {self.progressive!r}"
+                             f"{did_you_mean(str(self.progressive), PRESETS)}")
         positive = {"epochs": self.epochs, "batch_size": self.batch_size, "randaug_ops": self.randaug_ops,
                     "size_multiple": self.size_multiple}
-        for name in ("image_size", "eval_size", "stages", "size_start"):
+        for name in ("image_size", "eval_size", "stages", "size_start", "threads"):
             if getattr(self, name) is not None:
                 positive[name] = getattr(self, name)
         for name, value in positive.items():

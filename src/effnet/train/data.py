@@ -58,12 +58,34 @@ class FileImages(Dataset):
             raise TrainError(f"cannot read image {path}: {e}") from None
 
 
+# PIL modes of one channel wider than 8 bits; convert("RGB") would clip them at 255, not scale them.
+_WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+
+
 def read_image(path: str | Path) -> torch.Tensor:
-    """One image file as a uint8 RGB tensor (3, H, W)."""
+    """One image file as a uint8 RGB tensor (3, H, W); 16-bit greyscale is scaled by its bit depth."""
     from PIL import Image
 
     with Image.open(path) as im:
+        if im.mode in _WIDE_MODES:
+            grey = torch.from_numpy(_to_8bit(np.asarray(im), _full_scale(im)))
+            return grey[None].expand(3, -1, -1).contiguous()
         return v2.functional.pil_to_tensor(im.convert("RGB"))
+
+
+def _full_scale(im) -> float:
+    """The value that means white: 2**bits - 1 for integer images (bits from the file), 1.0 for float."""
+    if im.mode == "F":
+        return 1.0
+    if im.mode.startswith("I;16"):
+        return 65535.0
+    bits = getattr(im, "tag_v2", {}).get(258)  # TIFF BitsPerSample; a PNG in mode "I" is 16-bit
+    bits = bits[0] if isinstance(bits, tuple) else bits
+    return float(2 ** (bits if isinstance(bits, int) and 8 < bits <= 32 else 16) - 1)
+
+
+def _to_8bit(values: np.ndarray, full_scale: float) -> np.ndarray:
+    return np.clip(np.rint(values.astype(np.float64) * (255.0 / full_scale)), 0, 255).astype(np.uint8)
 
 
 @dataclass
@@ -81,6 +103,7 @@ class DataSet:
     scale_min: float = 0.08
     crop_pct: float = 0.875
     in_memory: bool = False
+    background: str | None = None  # "dark"/"light" when the images agree (the digits: white on black)
     skipped: list[str] = field(default_factory=list)  # unreadable files left out (bad_images="skip")
 
 
@@ -111,7 +134,8 @@ def digits_dataset(config: TrainConfig) -> DataSet:
     train_idx, val_idx = seeded_split(targets, config.val_fraction, config.split_seed)
     return DataSet("digits", TensorImages(images[train_idx], targets[train_idx]),
                    TensorImages(images[val_idx], targets[val_idx]), [str(d) for d in range(10)], 32,
-                   mean=(0.5,) * 3, std=(0.5,) * 3, hflip=0.0, scale_min=0.6, crop_pct=1.0, in_memory=True)
+                   mean=(0.5,) * 3, std=(0.5,) * 3, hflip=0.0, scale_min=0.6, crop_pct=1.0, in_memory=True,
+                   background="dark")  # white ink on black: predict inverts a drawing in black on white
 
 
 def cifar_dataset(config: TrainConfig, num: int) -> DataSet:
@@ -182,8 +206,10 @@ def _checked(by_class: dict[str, list[Path]], config: TrainConfig, skipped: list
 def folder_dataset(config: TrainConfig) -> DataSet:
     """ImageFolder layout: root/train/<class> + root/val/<class>, or root/<class> split by seed."""
     root = Path(config.data).expanduser()
+    if root.exists() and not root.is_dir():
+        raise TrainError(f"--data {root} is a file; give a folder of class folders, or digits, cifar10, cifar100")
     if not root.is_dir():
-        raise TrainError(f"data folder {root} does not exist")
+        raise TrainError(f"data folder {root} does not exist (--data takes digits, cifar10, cifar100 or a folder)")
     skipped: list[str] = []
     if (root / "train").is_dir():
         train_files = _checked(_class_files(root / "train"), config, skipped)
@@ -235,7 +261,19 @@ def load_dataset(config: TrainConfig) -> DataSet:
         data.train = _select(data.train, per_class(data.train.targets, config.train_per_class, config.split_seed))
     if config.in_chans == 1:
         data.mean, data.std = gray_normalization(data.mean, data.std)
+    if data.background is None:
+        data.background = dominant_background(data.train)
     return data
+
+
+def dominant_background(dataset: Dataset, samples: int = 64) -> str | None:
+    """The images' common background, "dark" or "light", when nine in ten of ``samples`` agree; else None."""
+    n = len(dataset)
+    picks = sorted({i * n // samples for i in range(min(n, samples))})
+    light = sum(light_background(dataset[i][0]) for i in picks)
+    if light >= 0.9 * len(picks):
+        return "light"
+    return "dark" if light <= 0.1 * len(picks) else None
 
 
 def gray_normalization(mean, std) -> tuple[tuple[float], tuple[float]]:
@@ -332,6 +370,14 @@ def file_transform(meta: Metadata) -> v2.Compose:
     crop_pct = (meta.training or {}).get("crop_pct") or 1.0
     norm = meta.normalization or Normalization(IMAGENET_MEAN, IMAGENET_STD)
     return eval_transform(size, crop_pct, norm.mean, norm.std, norm.invert)
+
+
+def light_background(image: torch.Tensor) -> bool:
+    """Whether a uint8 (C, H, W) image is dark on light: the median of its border is above mid-grey."""
+    grey = image.float().mean(0)
+    w = max(1, min(grey.shape) // 16)
+    border = torch.cat([grey[:w].flatten(), grey[-w:].flatten(), grey[:, :w].flatten(), grey[:, -w:].flatten()])
+    return border.median().item() > 127.5
 
 
 class Transformed(Dataset):

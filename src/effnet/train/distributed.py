@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.distributed as dist
 
+from effnet.devices import resolve_device
+
 
 @dataclass(frozen=True)
 class Dist:
@@ -29,15 +31,6 @@ class Dist:
         return self.rank == 0
 
 
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    if name == "auto":
-        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} asked for, but this machine has no CUDA device")
-    return device
-
-
 def setup(device_name: str) -> Dist:
     """Join the process group torchrun described (NCCL on GPUs, gloo on CPU), or stay single."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -45,8 +38,6 @@ def setup(device_name: str) -> Dist:
         return Dist(device=resolve_device(device_name))
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     device = resolve_device(device_name, local_rank)
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if not dist.is_initialized():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 from dataclasses import dataclass
 
@@ -88,8 +89,9 @@ def train_one_epoch(
     device = dist.device
     loss_sum, correct, seen, size_seen = 0.0, 0.0, 0, 0
     start = time.perf_counter()
-    bar = tqdm(total=len(loader), desc=desc, unit="batch", leave=False, disable=not (progress and dist.main),
-               dynamic_ncols=True)
+    # A bar only on a terminal: redirected to a log, its redraws would be most of the file.
+    show = progress and dist.main and sys.stdout.isatty() and sys.stderr.isatty()
+    bar = tqdm(total=len(loader), desc=desc, unit="batch", leave=False, disable=not show, dynamic_ncols=True)
     for batch, (images, targets) in enumerate(loader):
         size_seen = images.shape[-1]
         images, targets = precision.move(images, device), targets.to(device, non_blocking=True)

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import torch
 
+from effnet.devices import resolve_device, set_threads
 from effnet.errors import UserError
+from effnet.io import check_writable
 from effnet.train.config import TrainConfig, TrainError
 from effnet.train.data import file_transform, load_dataset
-from effnet.train.distributed import resolve_device
 from effnet.weights import load_checkpoint
 
 
@@ -28,6 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(default: the data an effnet train checkpoint was trained on); its validation split is used")
     parser.add_argument("--batch-size", type=int, default=128, help="images per forward pass")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: one per core)")
     parser.add_argument("--confusion", default=None,
                         help="where to write the confusion matrix PNG (default: beside the checkpoint)")
 
@@ -65,7 +67,12 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise TrainError(f"--batch-size must be a positive integer, got {args.batch_size}")
+    set_threads(args.threads)
+    device = resolve_device(args.device)
     model, meta = load_checkpoint(args.weights)
+    out = Path(args.confusion) if args.confusion else Path(args.weights).with_name(
+        Path(args.weights).stem + "-confusion.png")
+    check_writable(out, "--confusion")  # now, not after the whole validation set has run
     training = meta.training or {}
     if args.data is None and meta.training is None:
         raise UserError(f"{args.weights} does not say which data it was trained on (not written by effnet "
@@ -81,7 +88,6 @@ def run(args: argparse.Namespace) -> int:
     if len(data.classes) != meta.config.num_classes:
         raise TrainError(f"{args.weights} has {meta.config.num_classes} outputs, but {data.name} has "
                          f"{len(data.classes)} classes")
-    device = resolve_device(args.device)
     transform = file_transform(meta)
     logits, targets = predict_dataset(model.eval().to(device), data.val, transform, args.batch_size, device)
     s = summarize(logits, targets, len(data.classes))
@@ -91,8 +97,6 @@ def run(args: argparse.Namespace) -> int:
     width = max(len(c) for c in data.classes)
     for name, acc, n in zip(data.classes, s["per_class"], s["counts"]):
         print(f"  {name:<{width}}  {100 * acc:6.2f}%  ({n} images)")
-    out = Path(args.confusion) if args.confusion else Path(args.weights).with_name(
-        Path(args.weights).stem + "-confusion.png")
     plot_confusion(out, s["confusion"].tolist(), data.classes)
     print(f"confusion matrix: {out}")
     return 0

@@ -64,7 +64,9 @@ def build_schedule(
 ) -> list[ProgressiveStage]:
     """The M stages over ``epochs`` epochs; intermediate sizes round to ``size_multiple``."""
     if stages > epochs:
-        raise TrainError(f"{stages} progressive stages need at least {stages} epochs, got {epochs}")
+        fewer = "--stages 1 (no progressive learning)" if epochs == 1 else f"--stages {epochs} or fewer"
+        raise TrainError(f"{stages} progressive stages need at least {stages} epochs, got {epochs}: "
+                         f"pass {fewer}, or --epochs {stages} or more")
     out = []
     for i in range(stages):
         if i == stages - 1:
@@ -113,9 +115,11 @@ def schedule_from_config(config: TrainConfig, final_size: int, model_dropout: fl
     else:
         size_start = config.size_start if config.size_start is not None else final_size
     if size_start < min_size:
-        raise TrainError(f"size_start {size_start} is below the smallest size the model takes ({min_size})")
+        raise TrainError(f"size_start {size_start} is below the smallest size the model takes ({min_size}): "
+                         f"pass --size-start {min_size} or more")
     if size_start > final_size:
-        raise TrainError(f"size_start {size_start} is larger than the final image size {final_size}")
+        raise TrainError(f"size_start {size_start} is larger than the final image size {final_size}: "
+                         f"pass --size-start {final_size} or less, or a larger --image-size")
     stages = config.stages or (preset.stages if preset else 1)
     return build_schedule(config.epochs, stages, (size_start, final_size), randaug, mixup, dropout,
                           config.size_multiple, min_size)

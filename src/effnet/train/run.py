@@ -12,12 +12,14 @@ import os
 import random
 import sys
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from effnet.devices import set_threads
 from effnet.io import remove_stale_temp_files, write_atomic
 from effnet.model import EfficientConvNet
 from effnet.train import checkpoint as ckpt
@@ -53,7 +55,10 @@ from effnet.zoo import create_model, model_config
 
 # Fields a resumed run may change: they do not alter what is computed.
 # (Not workers: augmentation draws from per-worker generators, so the worker count changes the images.)
-RESUME_MAY_CHANGE = ("output", "resume", "progress", "plots", "device", "check_images")
+RESUME_MAY_CHANGE = ("output", "resume", "progress", "plots", "device", "check_images", "threads")
+# Fields a resumed run takes when they are asked for: more epochs extend the run (the learning-rate and
+# progressive schedules stretch to the new length).  Every other field must match the run's.
+RESUME_MAY_EXTEND = ("epochs",)
 
 
 @dataclass
@@ -142,10 +147,15 @@ def _build_model(config: TrainConfig, data, resume_weights: Path | None, resume_
     return model, final, eval_size, min_size, start
 
 
-def _resolve_resume(config: TrainConfig) -> tuple[TrainConfig, dict | None, Path | None]:
-    """With ``resume``: the saved config (a few fields may change), its state and weights path."""
+def _resolve_resume(config: TrainConfig, requested: Collection[str] | None
+                    ) -> tuple[TrainConfig, dict | None, Path | None, list[str]]:
+    """With ``resume``: the saved config with the allowed changes, its state, weights path and what changed.
+
+    ``requested`` names the fields the caller asked for (the CLI's flags); None takes every field that
+    differs from TrainConfig's default.  Asking for another value of a field that must match is an error.
+    """
     if not config.resume:
-        return config, None, None
+        return config, None, None, []
     if config.output is None:
         raise TrainError("--resume needs --output, the run folder to continue")
     found = ckpt.last_checkpoint(config.output)
@@ -162,21 +172,62 @@ def _resolve_resume(config: TrainConfig) -> tuple[TrainConfig, dict | None, Path
             raise TrainError(f"{flag} {given if isinstance(given, str) else ' '.join(given)} conflicts with "
                              f"--resume: the run in {config.output} started from {began} and continues from its "
                              f"own checkpoint; leave {flag} out, or start a new run with another --output")
-    config = dataclasses.replace(saved, **{k: getattr(config, k) for k in RESUME_MAY_CHANGE})
-    return config, state, weights_path
+    if requested is None:
+        requested = {f.name for f in dataclasses.fields(TrainConfig) if getattr(config, f.name) != f.default}
+    fixed = sorted(set(requested) - set(RESUME_MAY_CHANGE) - set(RESUME_MAY_EXTEND))
+    clash = [f"--{k.replace('_', '-')} {_shown(k, getattr(config, k))} (the run has {_shown(k, getattr(saved, k))})"
+             for k in fixed if _shown(k, getattr(config, k)) != _shown(k, getattr(saved, k))]
+    if clash:
+        may = ", ".join(f"--{k}" for k in ("epochs", "device", "threads", "progress", "plots"))
+        raise TrainError(f"--resume continues the run in {config.output} as it was started, but you asked for "
+                         f"{'; '.join(clash)}; a resume may change only {may} (a new --output starts a new run)")
+    changed = {k: getattr(config, k) for k in RESUME_MAY_EXTEND
+               if k in requested and getattr(config, k) != getattr(saved, k)}
+    if "epochs" in changed and changed["epochs"] <= state["epoch"]:
+        raise TrainError(f"the run in {config.output} already finished epoch {state['epoch']}; to extend it, "
+                         f"pass --epochs {state['epoch'] + 1} or more (got {changed['epochs']})")
+    notes = [f"--{k} {v} instead of the run's {getattr(saved, k)}" for k, v in changed.items()]
+    config = dataclasses.replace(saved, **{k: getattr(config, k) for k in RESUME_MAY_CHANGE}, **changed)
+    return config, state, weights_path, notes
 
 
-def train(config: TrainConfig) -> RunResult:
-    """Run training as the config says; under torchrun, every process calls this."""
+def _shown(field_name: str, value) -> str:
+    """A flag's value as compared and shown: no --data means the digits, a data folder its full path."""
+    if field_name == "data":
+        return _data_source(value) or "digits"
+    return "none" if value is None else str(value)
+
+
+def _interrupted(run_dir: Path | None) -> str:
+    """The one line for Ctrl-C: where the last complete checkpoint is and the command that continues."""
+    found = ckpt.last_checkpoint(run_dir) if run_dir is not None and run_dir.is_dir() else None
+    if found is None:
+        return "interrupted before the first checkpoint; nothing to resume"
+    return (f"interrupted; last good checkpoint: {found[0]}; continue with: "
+            f"effnet train --output {run_dir} --resume")
+
+
+def train(config: TrainConfig, *, requested: Collection[str] | None = None) -> RunResult:
+    """Run training as the config says; under torchrun, every process calls this.
+
+    With ``config.resume``, ``requested`` names the fields the caller set on purpose (see
+    :func:`_resolve_resume`).  Ctrl-C raises KeyboardInterrupt with one line naming the last good
+    checkpoint and the command that resumes from it.
+    """
+    set_threads(config.threads)
     d = distributed.setup(config.device)
+    where: dict[str, Path] = {}  # the run folder, once known, for the interruption message
     try:
-        return _train(config, d)
+        return _train(config, d, requested, where)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(_interrupted(where.get("run_dir"))) from None
     finally:
         distributed.teardown(d)
 
 
-def _train(config: TrainConfig, d: distributed.Dist) -> RunResult:
-    config, resume_state, resume_weights = _resolve_resume(config)
+def _train(config: TrainConfig, d: distributed.Dist, requested: Collection[str] | None,
+           where: dict[str, Path]) -> RunResult:
+    config, resume_state, resume_weights, resume_changes = _resolve_resume(config, requested)
     data = load_dataset(config)
     for path in data.skipped:
         _say(d, f"skipping unreadable image {path}")
@@ -188,6 +239,7 @@ def _train(config: TrainConfig, d: distributed.Dist) -> RunResult:
     crop_pct = data.crop_pct if config.crop_pct is None else config.crop_pct
 
     run_dir = Path(config.output) if config.output else _new_run_dir()
+    where["run_dir"] = run_dir
     if d.main:
         if not config.resume and (run_dir / ckpt.POINTER).exists():
             raise TrainError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --output")
@@ -222,6 +274,10 @@ def _train(config: TrainConfig, d: distributed.Dist) -> RunResult:
     last_good = "none yet"
     if resume_state is not None:
         weights, saved = read_weights(resume_weights)
+        if (saved.config.spec, saved.config.in_chans) != (model.config.spec, model.config.in_chans):
+            raise TrainError(f"{resume_weights} holds {saved.config.name or 'a custom model'}'s weights, but the run "
+                             f"in {run_dir} trains {model.config.name or 'a custom model'}: its folder mixes two "
+                             "runs' files")
         if list(saved.class_names or ()) != data.classes:
             raise TrainError(f"checkpoint {resume_weights} has classes {list(saved.class_names or ())[:10]}, the "
                              f"data has {data.classes[:10]}; they must match to resume")
@@ -251,7 +307,8 @@ def _train(config: TrainConfig, d: distributed.Dist) -> RunResult:
             _say(d, line)
         _say(d, describe_recipe(config, lr, schedule))
     if resume_state is not None:
-        _say(d, f"resuming after epoch {start_epoch} from {resume_weights} (the run's saved settings apply)")
+        _say(d, f"resuming after epoch {start_epoch} from {resume_weights} (the run's saved settings apply"
+                + (f"; {', '.join(resume_changes)}" if resume_changes else "") + ")")
     if d.main:
         write_atomic(run_dir / "config.json", json.dumps(
             {"train": config.to_dict(), "model": model.config.to_dict(), "schedule": schedule_to_dicts(schedule),
@@ -260,9 +317,11 @@ def _train(config: TrainConfig, d: distributed.Dist) -> RunResult:
     workers = config.workers if config.workers is not None else (0 if data.in_memory else min(8, os.cpu_count() or 1))
     # What every weights file of the run says about itself (effnet.weights.save's keywords); "training"
     # holds what `effnet evaluate` needs to find the same validation split again.
+    # "background": the digits are light on dark, so predict inverts a digit drawn dark on light.
     run_facts = {"data": data.name, "data_source": _data_source(config.data), "crop_pct": crop_pct,
                  "split": {"val_fraction": config.val_fraction, "split_seed": config.split_seed},
-                 "classes_kept": config.classes, "pretrained": start.label if start else None}
+                 "classes_kept": config.classes, "pretrained": start.label if start else None,
+                 "background": data.background}
 
     def file_metadata(size: int, **facts) -> dict:
         return {"class_names": data.classes, "eval_size": (size, size),

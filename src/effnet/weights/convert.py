@@ -11,7 +11,6 @@ needs (TensorFlow ports need ``padding="same"`` and BN eps 1e-3).
 
 from __future__ import annotations
 
-import difflib
 import functools
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from effnet.errors import CheckpointError
 from effnet.layers import ConvNormAct
 from effnet.model import EfficientConvNet
 from effnet.plan import BlockSpec, Plan
+from effnet.suggest import did_you_mean
 from effnet.tables import BlockType
 from effnet.zoo import model_config
 
@@ -99,9 +99,8 @@ def peer_arch(source: str, name: str) -> PeerArch:
     if same_model:
         return same_model[0]
     known = [n for (s, n) in PEERS if s == source]
-    close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
-    hint = f"; did you mean {', '.join(close)}?" if close else ""
-    raise ValueError(f"no effnet model holds {source} {name!r}{hint} (supported: {', '.join(known)})")
+    raise ValueError(f"no effnet model holds {source} {name!r}{did_you_mean(name, known)} "
+                     f"(supported: {', '.join(known)})")
 
 
 # --- naming schemes ------------------------------------------------------------------------------
@@ -252,11 +251,16 @@ def source_config(state_dict: Mapping[str, torch.Tensor], source: str, name: str
     peer = peer_arch(source, name)
     base = model_config(peer.model, **peer.model_kwargs())
     probe = key_map(_meta_model(base), peer.scheme)
-    stem_key, fc_key = probe["stem.conv.weight"], probe.get("classifier.weight")
-    stem = state_dict.get(stem_key)
-    fc = state_dict.get(fc_key) if fc_key else None
+    stem = state_dict.get(probe["stem.conv.weight"])
     in_chans = stem.shape[1] if isinstance(stem, torch.Tensor) and stem.ndim == 4 else base.in_chans
-    num_classes = fc.shape[0] if isinstance(fc, torch.Tensor) and fc.ndim == 2 else 0
+    # The classifier's width from its weight, else from its bias: a checkpoint missing one of the two
+    # must be reported as missing that key, not turned into a headless model with "unexpected" leftovers.
+    num_classes = 0
+    for key, ndim in (("classifier.weight", 2), ("classifier.bias", 1)):
+        fc = state_dict.get(probe[key]) if key in probe else None
+        if isinstance(fc, torch.Tensor) and fc.ndim == ndim:
+            num_classes = fc.shape[0]
+            break
     return model_config(peer.model, num_classes=num_classes, in_chans=in_chans, **peer.model_kwargs())
 
 

@@ -9,9 +9,9 @@ sha256 in the name, which the download checks.  timm files come from the Hugging
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
+import sys
 import urllib.error
 import warnings
 from dataclasses import dataclass
@@ -22,6 +22,7 @@ import torch
 from effnet import zoo
 from effnet.errors import CheckpointError
 from effnet.model import EfficientConvNet
+from effnet.suggest import did_you_mean
 from effnet.weights.adapt import adapt_stem_weight
 from effnet.weights.checkpoints import check_and_load, read_checkpoint
 from effnet.weights.convert import PEERS, SOURCES, PeerArch, convert_state_dict, peer_arch
@@ -161,9 +162,7 @@ def resolve_published(weights: str, model: str) -> Published:
         defaults = {f"{p.source}/{p.arch}": p for p in PUBLISHED.values() if p.default}
         pub = defaults.get(weights)
     if pub is None:
-        close = difflib.get_close_matches(weights, list(PUBLISHED), n=3, cutoff=0.6)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(f"unknown published checkpoint {weights!r}{hint} "
+        raise ValueError(f"unknown published checkpoint {weights!r}{did_you_mean(weights, PUBLISHED)} "
                          f"(effnet.weights.list_published({model!r}) lists those for this model)")
     if pub.peer.model != model:
         raise ValueError(f"checkpoint {pub.name} is for effnet model {pub.peer.model!r}, not {model!r}")
@@ -178,7 +177,9 @@ def fetch(pub: Published, *, progress: bool = True) -> Path:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         # Writes to a temp file beside ``path`` and renames it only when complete and hash-checked.
-        torch.hub.download_url_to_file(pub.url, str(path), hash_prefix=pub.hash_prefix, progress=progress)
+        # The bar only on a terminal, as effnet train's: in a log file its redraws would fill the file.
+        torch.hub.download_url_to_file(pub.url, str(path), hash_prefix=pub.hash_prefix,
+                                       progress=progress and sys.stderr.isatty())
     except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", None) or e
         raise ConnectionError(f"could not download {pub.url} ({str(reason).strip()}); without internet, "
