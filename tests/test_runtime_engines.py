@@ -144,7 +144,8 @@ def test_triton_backend_needs_effnet_kernels(monkeypatch):
         rt.compile(rt.from_model(model, input_size=32), "triton")
 
 
-def test_triton_backend_is_the_fused_module_and_refuses_the_cpu():
+def test_triton_backend_is_the_fused_module_and_refuses_the_cpu(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "0")  # test_kernels turns the CPU interpreter on for the session
     model = effnet.create_model("mobilenet_v1_025").eval()
     # Triton is installed here, but there is no GPU: the fused engine says what it needs in one line.
     with pytest.raises((ValueError, RuntimeError), match="CUDA"):
