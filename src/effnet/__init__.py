@@ -7,7 +7,7 @@ and OpenCL backends) import on a machine without torch.
 
 from __future__ import annotations
 
-import importlib
+from effnet.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -53,13 +53,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> object:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'effnet' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value  # later look-ups skip __getattr__
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports('effnet', _EXPORTS, __all__, globals())

@@ -12,7 +12,7 @@ Names are imported on first use (PEP 562): ``import effnet.weights.format`` need
 
 from __future__ import annotations
 
-import importlib
+from effnet.lazy import lazy_exports
 
 # public name -> the module that defines it
 _EXPORTS = {
@@ -76,13 +76,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> object:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'effnet.weights' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value  # later look-ups skip __getattr__
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports('effnet.weights', _EXPORTS, __all__, globals())
