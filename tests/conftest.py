@@ -1,5 +1,12 @@
 """Fixtures shared by the test modules."""
 
+import os
+
+# The Triton kernels are tested on the CPU through Triton's interpreter.  Triton decides per @triton.jit
+# function, when it is defined, whether it is interpreted, and importing torch (or another test module)
+# may import Triton first: so the switch is set here, before anything is imported.
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
 import pytest
 import torch
 

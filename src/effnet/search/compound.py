@@ -104,7 +104,7 @@ def single_dimension(base: Base, winner: Triple, multiple: float, target: float,
 
 def _closest(make: Callable[[float], dict], guess: float, goal: float, macs: Callable[[dict], int]) -> dict:
     """The scaled dict whose MACs are closest to ``goal``; MACs grow (in steps) with the multiplier."""
-    lo, hi = 0.0, guess  # MACs at multiplier 0+ are below any goal above the base
+    lo, hi = 1.0, guess  # the base itself (multiplier 1) is below any goal above it; below 1 is not scaling up
     while macs(make(hi)) < goal:  # the formula's guess can fall short: widen until past the goal
         hi *= 2
     for _ in range(30):
