@@ -1,8 +1,10 @@
 """Helpers shared by the test modules (importable because pytest puts tests/ on sys.path)."""
 
+import pytest
 import torch
 
 import effnet
+from effnet.train import checkpoint, train
 
 
 def randomized_model(name: str, **kwargs) -> effnet.EfficientConvNet:
@@ -16,3 +18,32 @@ def randomized_model(name: str, **kwargs) -> effnet.EfficientConvNet:
                 m.running_mean.normal_()
                 m.running_var.uniform_(0.5, 2)
     return model.eval()
+
+
+def randomize_bn(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """BN statistics and affine far from the identity, so that a missed fold shows; eval mode."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            n = m.num_features
+            m.weight.data = torch.rand(n, generator=g) + 0.5
+            m.bias.data = torch.rand(n, generator=g) - 0.5
+            m.running_mean = torch.rand(n, generator=g) - 0.5
+            m.running_var = torch.rand(n, generator=g) * 1.5 + 0.5
+    return model.eval()
+
+
+def train_until_interrupted(monkeypatch, config, epoch: int) -> None:
+    """Run ``effnet.train.train(config)`` and stop it right after epoch ``epoch``'s checkpoint, as Ctrl-C would."""
+    real_save = checkpoint.save_checkpoint
+
+    def save_then_stop(run_dir, at, *args):
+        path = real_save(run_dir, at, *args)
+        if at == epoch:
+            raise KeyboardInterrupt
+        return path
+
+    monkeypatch.setattr("effnet.train.run.ckpt.save_checkpoint", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        train(config)
+    monkeypatch.setattr("effnet.train.run.ckpt.save_checkpoint", real_save)

@@ -13,7 +13,6 @@ import textwrap
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 os.environ["TRITON_INTERPRET"] = "1"
 pytest.importorskip("triton")
@@ -24,6 +23,7 @@ from effnet.kernels import FusedNet, fold
 from effnet.kernels.engine import _pads
 from effnet.model import EfficientConvNet
 from effnet.tables import BlockType, NetSpec, Stage
+from support import randomize_bn
 
 ops = pytest.importorskip("effnet.kernels.triton_ops")
 fused_ops = pytest.importorskip("effnet.kernels.triton_fused")
@@ -34,19 +34,6 @@ ACTS = {0: lambda t: t, 1: F.relu, 2: F.relu6, 3: F.silu, 4: F.hardswish}
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm())
-
-
-def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
-    """BN statistics and affine far from the identity, so that a missed fold shows."""
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            n = m.num_features
-            m.weight.data = torch.rand(n, generator=g) + 0.5
-            m.bias.data = torch.rand(n, generator=g) - 0.5
-            m.running_mean = torch.rand(n, generator=g) - 0.5
-            m.running_var = torch.rand(n, generator=g) * 1.5 + 0.5
-    return model.eval()
 
 
 def nhwc(x: torch.Tensor) -> torch.Tensor:

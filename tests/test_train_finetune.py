@@ -15,7 +15,7 @@ from effnet.train.data import load_dataset
 from effnet.train.finetune import apply_freeze, describe_start, frozen_at, load_start, model_parts
 from effnet.train.optim import build_optimizer, build_scheduler
 from effnet.weights import export_state_dict, load_checkpoint, load_pretrained, read_weights
-from support import randomized_model
+from support import randomized_model, train_until_interrupted
 
 MODEL = "mobilenet_v2_035"
 # Three digit classes, 16 training images each, 32 px: a run of 2 epochs takes a few seconds on one thread.
@@ -182,18 +182,7 @@ def test_finetuning_run_resumes_exactly_without_its_source_file(tmp_path, monkey
     assert "epoch 2: frozen now: stem, stages.0" in out and "epoch 3: frozen now: stem\n" in out
     assert full.start.head_loaded is False and full.start.resolution == 32
 
-    real_save = checkpoint.save_checkpoint
-
-    def save_then_stop(run_dir, epoch, *args):
-        path = real_save(run_dir, epoch, *args)
-        if epoch == 1:
-            raise KeyboardInterrupt
-        return path
-
-    monkeypatch.setattr("effnet.train.run.ckpt.save_checkpoint", save_then_stop)
-    with pytest.raises(KeyboardInterrupt):
-        train(TrainConfig(**config, output=str(tmp_path / "split")))
-    monkeypatch.setattr("effnet.train.run.ckpt.save_checkpoint", real_save)
+    train_until_interrupted(monkeypatch, TrainConfig(**config, output=str(tmp_path / "split")), 1)
     (tmp_path / "p.safetensors").unlink()  # the resumed run continues from its own checkpoint
     train(TrainConfig(output=str(tmp_path / "split"), resume=True, progress=False, plots=False))
     a, meta = read_weights(tmp_path / "full" / "epoch-0003.safetensors")

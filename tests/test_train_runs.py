@@ -20,6 +20,7 @@ from effnet.cli import main
 from effnet.train import TrainConfig, TrainError, checkpoint, engine, train
 from effnet.train.data import load_digits
 from effnet.weights import load, load_checkpoint, read_weights, save
+from support import train_until_interrupted
 
 # A small, quick setting: 300 digit images as PNG files, mobilenet_v2_035 at 32 px, batches of 32.
 TINY = {"model": "mobilenet_v2_035", "epochs": 4, "batch_size": 16, "image_size": 32, "optimizer": "adamw",
@@ -54,18 +55,7 @@ def test_progressive_run_changes_size_and_resume_is_bitwise_exact(digits_folder,
     assert [h["dropout"] for h in full.history] == [0.1, 0.1, 0.3, 0.3]
 
     # Interrupt after epoch 2's checkpoint, as a Ctrl-C would, then resume.
-    real_save = checkpoint.save_checkpoint
-
-    def save_then_stop(run_dir, epoch, *args):
-        path = real_save(run_dir, epoch, *args)
-        if epoch == 2:
-            raise KeyboardInterrupt
-        return path
-
-    monkeypatch.setattr("effnet.train.run.ckpt.save_checkpoint", save_then_stop)
-    with pytest.raises(KeyboardInterrupt):
-        train(TrainConfig(**config, output=str(tmp_path / "split")))
-    monkeypatch.setattr("effnet.train.run.ckpt.save_checkpoint", real_save)
+    train_until_interrupted(monkeypatch, TrainConfig(**config, output=str(tmp_path / "split")), 2)
     resumed = train(TrainConfig(output=str(tmp_path / "split"), resume=True, progress=False, plots=False))
 
     a, _ = read_weights(tmp_path / "full" / "epoch-0004.safetensors")
