@@ -26,6 +26,7 @@ from effnet.tables import BlockType, NetSpec, Stage
 from support import randomize_bn
 
 ops = pytest.importorskip("effnet.kernels.triton_ops")
+dw_ops = pytest.importorskip("effnet.kernels.triton_depthwise")
 fused_ops = pytest.importorskip("effnet.kernels.triton_fused")
 
 MB, FU, DS = BlockType.MBCONV, BlockType.FUSED_MBCONV, BlockType.DEPTHWISE_SEPARABLE
@@ -80,18 +81,58 @@ def test_pointwise_pool_epilogue():
     assert rel(pooled, F.silu(x @ w + b).sum((1, 2))) < 1e-5
 
 
+def _depthwise_ref(x, w, b, k, stride, pads, act):
+    c = x.shape[-1]
+    xp = F.pad(x.permute(0, 3, 1, 2), (pads[2], pads[3], pads[0], pads[1]))
+    return ACTS[act](F.conv2d(xp, w.t().reshape(c, 1, k, k), b, stride, groups=c))
+
+
 @pytest.mark.parametrize("k,stride,padding", [(3, 1, "symmetric"), (3, 2, "symmetric"), (5, 1, "symmetric"),
                                               (5, 2, "same"), (3, 2, "same")])
 def test_depthwise_and_squeeze(k, stride, padding):
-    c, hw = 20, 11
-    x, w, b = torch.randn(2, hw, hw, c), torch.randn(c, 1, k, k), torch.randn(c)
+    c, hw = 20, 11  # 20 channels: not a multiple of the channel block (masked channels)
+    x, w, b = torch.randn(2, hw, hw, c), torch.randn(k * k, c), torch.randn(c)
     pads = _pads((hw, hw), k, stride, padding)
-    y, pooled = ops.depthwise(x, w.reshape(c, k * k).t().contiguous(), b, k, stride, pads, 2, True)
-    xp = F.pad(x.permute(0, 3, 1, 2), (pads[2], pads[3], pads[0], pads[1]))
-    ref = F.relu6(F.conv2d(xp, w, b, stride, groups=c))
+    y, pooled = dw_ops.depthwise(x, w, b, k, stride, pads, 2, True)
+    ref = _depthwise_ref(x, w, b, k, stride, pads, 2)
     assert y.shape == nhwc(ref).shape
     assert rel(y, nhwc(ref)) < 1e-5
     assert rel(pooled, ref.sum((2, 3))) < 1e-5
+
+
+# every tiling / order / specialisation the tuner may pick, on small tiles
+DW_CONFIGS = {
+    "flat": {"BP": 16, "BC": 16, "warps": 4},
+    "tile2d": {"BP": 16, "BC": 16, "warps": 4, "TW": 4},
+    "batchwide": {"BP": 32, "BC": 16, "warps": 4, "GP": 1, "CF": 1},  # 32 px > a 5x5 image: up to 3 images a block
+    "spec": {"BP": 16, "BC": 32, "warps": 4, "SPEC": 1},
+    "rowloop": {"BP": 16, "BC": 16, "warps": 4, "RL": 1, "CF": 1},
+    "batchwide_spec_rowloop": {"BP": 64, "BC": 16, "warps": 4, "GP": 1, "SPEC": 1, "RL": 1},
+}
+
+
+@pytest.mark.parametrize("name", list(DW_CONFIGS))
+@pytest.mark.parametrize("k,stride,padding,c,hw", [(3, 1, "symmetric", 16, 9), (5, 2, "same", 24, 9),
+                                                   (5, 1, "symmetric", 13, 5), (3, 2, "same", 32, 6)])
+def test_depthwise_tile_configs(name, k, stride, padding, c, hw):
+    cfg = {"TW": 0, "GP": 0, "CF": 0, "SPEC": 0, "RL": 0, **DW_CONFIGS[name]}
+    x, w, b = torch.randn(3, hw, hw, c), torch.randn(k * k, c), torch.randn(c)
+    pads = _pads((hw, hw), k, stride, padding)
+    ref = _depthwise_ref(x, w, b, k, stride, pads, 3)
+    for squeeze in (True, False):
+        y, pooled, _ = dw_ops.launch(x, w, b, k, stride, pads, 3, squeeze, cfg, relaxed=squeeze)
+        assert rel(y, nhwc(ref)) < 1e-5
+        assert (pooled is None) if not squeeze else rel(pooled, ref.sum((2, 3))) < 1e-5
+
+
+@pytest.mark.parametrize("k", sorted(dw_ops.CANDIDATES))
+def test_depthwise_tuner_candidates(k):
+    x, w, b = torch.randn(2, 6, 6, 40), torch.randn(k * k, 40), torch.randn(40)
+    pads = (k // 2,) * 4
+    ref = _depthwise_ref(x, w, b, k, 1, pads, 3)
+    for cfg in dw_ops.CANDIDATES[k]:
+        y, pooled, _ = dw_ops.launch(x, w, b, k, 1, pads, 3, True, cfg)
+        assert rel(y, nhwc(ref)) < 1e-5 and rel(pooled, ref.sum((2, 3))) < 1e-5, cfg
 
 
 def test_se_excite():

@@ -39,13 +39,12 @@ TORCH_ACTS = {"relu": F.relu, "relu6": F.relu6, "silu": F.silu, "hardswish": F.h
 def _load_ops():
     """The Triton kernels module; Triton is an optional dependency, imported only when an engine is built."""
     try:
-        from effnet.kernels import triton_fused, triton_ops
+        from effnet.kernels import triton_depthwise, triton_fused, triton_ops
     except ImportError as e:
         raise RuntimeError(f"the fused (triton) engine needs Triton, which is not importable here ({e}); "
                            "install it with `pip install triton` on a machine with a CUDA GPU") from None
-    return SimpleNamespace(**{k: getattr(triton_ops, k) for k in ("ACT_CODES", "pointwise", "depthwise",
-                                                                    "se_excite", "conv")},
-                           expand_depthwise=triton_fused.expand_depthwise)
+    return SimpleNamespace(**{k: getattr(triton_ops, k) for k in ("ACT_CODES", "pointwise", "se_excite", "conv")},
+                           depthwise=triton_depthwise.depthwise, expand_depthwise=triton_fused.expand_depthwise)
 
 
 def _library_conv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, stride: int,

@@ -6,8 +6,7 @@ a fused engine is built, so ``import effnet.kernels`` works where Triton is not 
 Kernels (each with bias + activation in its epilogue):
 - ``pointwise``: 1x1 conv as a GEMM [pixels, C_in] x [C_in, C_out]; prologue: SE gate scales A as it
   is loaded; epilogue: residual add, or per-sample partial sums for global pooling (the head).
-- ``depthwise``: kxk depthwise conv, stride 1/2, any padding; the SE squeeze (per-sample channel sums)
-  in the same pass, each program adding its tile's sums atomically.
+- ``depthwise``: in ``triton_depthwise``.
 - ``se_excite``: the SE's two FCs on the pooled sums -> sigmoid gate [N, C].
 - ``conv``: kxk dense conv as an implicit GEMM (the stem with 3 input channels, Fused-MBConv's expand),
   optionally followed in the same kernel by the 1x1 project GEMM and the residual.
@@ -22,7 +21,7 @@ import triton
 import triton.language as tl
 
 from effnet.kernels import tune
-from effnet.kernels.triton_common import ACT_CODES, _act, _p2  # noqa: F401  (ACT_CODES re-exported)
+from effnet.kernels.triton_common import ACT_CODES, _act, _p2, out_size  # noqa: F401  (ACT_CODES re-exported)
 
 
 @triton.jit
@@ -66,40 +65,6 @@ def _pointwise_kernel(a_ptr, w_ptr, bias_ptr, gate_ptr, res_ptr, out_ptr, pool_p
     if POOL:
         s = tl.sum(tl.where(mask, y, 0.0), axis=0)
         tl.store(pool_ptr + pid_m * N + cols, s, mask=col_mask)
-
-
-@triton.jit
-def _depthwise_kernel(x_ptr, w_ptr, bias_ptr, out_ptr, pool_ptr,
-                      H, W, C, OH, OW, pad_t, pad_l, n_pblocks,
-                      KS: tl.constexpr, STRIDE: tl.constexpr, ACT: tl.constexpr, SQUEEZE: tl.constexpr,
-                      BP: tl.constexpr, BC: tl.constexpr):
-    pid = tl.program_id(0)
-    n = pid // n_pblocks
-    pb = pid % n_pblocks
-    p = pb * BP + tl.arange(0, BP)
-    p_mask = p < OH * OW
-    oh = p // OW
-    ow = p % OW
-    c = tl.program_id(1) * BC + tl.arange(0, BC)
-    c_mask = c < C
-    x_img = x_ptr + n.to(tl.int64) * H * W * C
-    acc = tl.zeros((BP, BC), dtype=tl.float32)
-    for kh in tl.static_range(KS):
-        ih = oh * STRIDE - pad_t + kh
-        h_ok = p_mask & (ih >= 0) & (ih < H)
-        for kw in tl.static_range(KS):
-            iw = ow * STRIDE - pad_l + kw
-            ok = h_ok & (iw >= 0) & (iw < W)
-            xv = tl.load(x_img + (ih * W + iw)[:, None] * C + c[None, :], mask=ok[:, None] & c_mask[None, :],
-                         other=0.0)
-            wv = tl.load(w_ptr + (kh * KS + kw) * C + c, mask=c_mask, other=0.0)
-            acc += xv.to(tl.float32) * wv[None, :]
-    y = _act(acc + tl.load(bias_ptr + c, mask=c_mask, other=0.0)[None, :], ACT)
-    mask = p_mask[:, None] & c_mask[None, :]
-    out_img = out_ptr + n.to(tl.int64) * OH * OW * C
-    tl.store(out_img + p[:, None] * C + c[None, :], y.to(out_ptr.dtype.element_ty), mask=mask)
-    if SQUEEZE:
-        tl.atomic_add(pool_ptr + n * C + c, tl.sum(tl.where(mask, y, 0.0), axis=0), mask=c_mask)
 
 
 @triton.jit
@@ -215,34 +180,6 @@ def _pointwise_launch(x, w, bias, act, gate, residual, pool, cfg, per_sample, pr
         POOL=pool, STORE=not pool, PER_SAMPLE=per_sample, PRE_ACT=pre_act, BM=bm, BN=bn, BK=bk,
         num_warps=cfg["warps"], num_stages=cfg["stages"])
     return part.sum(1) if pool else out
-
-
-def out_size(size: int, kernel: int, stride: int, pad_before: int, pad_after: int) -> int:
-    return (size + pad_before + pad_after - kernel) // stride + 1
-
-
-def depthwise(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, kernel: int, stride: int,
-              pads: tuple[int, int, int, int], act: int, squeeze: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Depthwise conv on NHWC ``x`` with weight [k*k, C]; ``pads`` = (top, bottom, left, right).
-    Returns the output and, when ``squeeze``, its per-sample channel sums [N, C] (float32)."""
-    _nb, h, wd, c = x.shape
-    oh, ow = out_size(h, kernel, stride, pads[0], pads[1]), out_size(wd, kernel, stride, pads[2], pads[3])
-    cfg = tune.pick("depthwise", (h, wd, c, kernel, stride, act, squeeze), tune.DEPTHWISE,
-                    lambda c_: _depthwise_launch(x, w, bias, kernel, stride, pads, act, squeeze, oh, ow, c_),
-                    clip={"BC": _p2(c)})
-    return _depthwise_launch(x, w, bias, kernel, stride, pads, act, squeeze, oh, ow, cfg)
-
-
-def _depthwise_launch(x, w, bias, kernel, stride, pads, act, squeeze, oh, ow, cfg):
-    nb, h, wd, c = x.shape
-    bp, bc = cfg["BP"], min(cfg["BC"], _p2(c))
-    npb = triton.cdiv(oh * ow, bp)
-    out = x.new_empty((nb, oh, ow, c))
-    pooled = torch.zeros((nb, c), device=x.device, dtype=torch.float32) if squeeze else None
-    _depthwise_kernel[(nb * npb, triton.cdiv(c, bc))](
-        x, w, bias, out, pooled if squeeze else out, h, wd, c, oh, ow, pads[0], pads[2], npb,
-        KS=kernel, STRIDE=stride, ACT=act, SQUEEZE=squeeze, BP=bp, BC=bc, num_warps=cfg["warps"])
-    return out, pooled
 
 
 def se_excite(pooled: torch.Tensor, hw: int, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor,

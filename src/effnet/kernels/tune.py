@@ -24,7 +24,6 @@ def config(**kw: int) -> dict:
 
 POINTWISE = [config(BM=128, BN=64, BK=32, warps=4, stages=3), config(BM=128, BN=128, BK=32, warps=8, stages=3),
              config(BM=64, BN=64, BK=64, warps=4, stages=3)]
-DEPTHWISE = [config(BP=64, BC=64, warps=4), config(BP=32, BC=128, warps=4), config(BP=128, BC=32, warps=4)]
 CONV = [config(BM=128, BN=64, BK=32, warps=4, stages=3), config(BM=64, BN=64, BK=32, warps=4, stages=3)]
 
 # Time candidates on first use of a shape; off: the cached winner or the first candidate (quick start-up).

@@ -1,0 +1,196 @@
+"""The depthwise kxk conv kernel (channels_last), with bias, activation and the SE squeeze in one pass.
+
+One program computes a tile of BP output pixels x BC channels; each of the k*k taps is one [BP, BC]
+load (from L1 for all but the first touch of a pixel), so the input is read from memory about once.
+What a program's tile is, and in which order programs run, is a per-shape tuning choice (``config``):
+
+- ``TW`` = 0: BP consecutive output pixels of one image (row-major, flattened); ``TW`` > 0: a 2-D
+  tile of (BP // TW) rows x TW columns, whose halo is smaller than a flattened strip's on wide maps.
+- ``GP`` = 1: pixel blocks run over the whole batch (a block may cross images), so small maps (7x7 =
+  49 pixels) waste no lanes; the SE squeeze then adds one partial sum per image the block touches.
+- ``CF`` = 1: channel blocks vary fastest in the launch order, so programs reading the same pixels'
+  other channels run side by side (DRAM pages and L2 lines of a pixel are shared in time).
+- ``SPEC`` = 1: the map width and channel count are compile-time constants (the tap offsets become
+  immediates); one compile per layer shape.
+- ``RL`` = 1: the kernel rows are a loop rather than unrolled (fewer registers: at k5 the unrolled
+  kernel holds up to 255 registers per thread, two programs per SM).
+
+Every tap's address is the tile's tap-(0, 0) pointer plus a scalar offset, and the SE squeeze's atomic
+adds are relaxed (only the kernel's end orders them).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from effnet.kernels import tune
+from effnet.kernels.triton_common import _act, _p2, out_size
+from effnet.kernels.tune import config
+
+
+def _cfg(bp: int, bc: int, warps: int, **flags: int) -> dict:
+    return config(BP=bp, BC=bc, warps=warps, **{"TW": 0, "GP": 0, "CF": 0, "SPEC": 0, "RL": 0, **flags})
+
+
+# Candidates per kernel size, best guess first; the tuner times them per layer shape.  From B0's layers at
+# batch 256 on an H100 (docs/benchmarks/fused.md, run 6), each was the fastest or within a few % on some
+# layer; small programs (1-2 warps) won on k3, where the unrolled taps keep few loads in flight.
+CANDIDATES = {
+    3: [_cfg(32, 32, 1), _cfg(16, 64, 2), _cfg(64, 32, 4), _cfg(128, 32, 4), _cfg(32, 64, 4, SPEC=1)],
+    5: [_cfg(16, 64, 2), _cfg(64, 32, 4), _cfg(32, 64, 4, SPEC=1), _cfg(32, 64, 4, GP=1, CF=1, SPEC=1),
+        _cfg(32, 64, 4, RL=1), _cfg(64, 64, 4, RL=1)],
+}
+
+
+@triton.jit
+def _atomic_sum(ptr, val, mask, RELAXED: tl.constexpr):
+    if RELAXED:
+        tl.atomic_add(ptr, val, mask=mask, sem="relaxed")
+    else:
+        tl.atomic_add(ptr, val, mask=mask)
+
+
+@triton.jit
+def _dw_row(acc, xb, w_ptr, c, c_mask, p_mask, ih, iw0, kh, H, W, C, KS: tl.constexpr, EVEN_C: tl.constexpr):
+    """Add kernel row ``kh``'s k taps to ``acc``."""
+    h_ok = p_mask & (ih >= 0) & (ih < H)
+    for kw in tl.static_range(KS):
+        iw = iw0 + kw
+        ok = h_ok & (iw >= 0) & (iw < W)
+        if EVEN_C:  # no channel mask: the load's predicate is per pixel only
+            xv = tl.load(xb + (kh * W + kw) * C, mask=ok[:, None], other=0.0)
+            wv = tl.load(w_ptr + (kh * KS + kw) * C + c)
+        else:
+            xv = tl.load(xb + (kh * W + kw) * C, mask=ok[:, None] & c_mask[None, :], other=0.0)
+            wv = tl.load(w_ptr + (kh * KS + kw) * C + c, mask=c_mask, other=0.0)
+        acc += xv.to(tl.float32) * wv[None, :]
+    return acc
+
+
+@triton.jit
+def _dw_tile(x_ptr, w_ptr, bias_ptr, out_ptr, pool_ptr, NB, H, W, C, OH, OW, pad_t, pad_l, n_pb, n_tw, n_ptot,
+             n_cb, KS: tl.constexpr, STRIDE: tl.constexpr, ACT: tl.constexpr, SQUEEZE: tl.constexpr,
+             BP: tl.constexpr, BC: tl.constexpr, TW: tl.constexpr, GP: tl.constexpr, CF: tl.constexpr,
+             NSEG: tl.constexpr, EVEN_C: tl.constexpr, RELAXED: tl.constexpr, RL: tl.constexpr):
+    pid = tl.program_id(0)
+    if CF:
+        cb = pid % n_cb
+        pidp = pid // n_cb
+    else:
+        cb = pid // n_ptot
+        pidp = pid % n_ptot
+    c = cb * BC + tl.arange(0, BC)
+    c_mask = c < C
+    r = tl.arange(0, BP)
+    ohw = OH * OW
+    if GP:  # pixel blocks over the batch: per-pixel image index
+        gp = pidp * BP + r
+        p_mask = gp < NB * ohw
+        nv = gp // ohw
+        pp = gp % ohw
+        oh = pp // OW
+        ow = pp % OW
+        x_pix = x_ptr + nv.to(tl.int64) * H * W * C
+        o_pix = out_ptr + gp.to(tl.int64) * C
+    else:
+        n = pidp // n_pb
+        pb = pidp % n_pb
+        if TW > 0:  # 2-D tile: (BP // TW) rows x TW columns
+            oh = (pb // n_tw) * (BP // TW) + r // TW
+            ow = (pb % n_tw) * TW + r % TW
+            p_mask = (oh < OH) & (ow < OW)
+        else:
+            p = pb * BP + r
+            p_mask = p < ohw
+            oh = p // OW
+            ow = p % OW
+        x_pix = x_ptr + n.to(tl.int64) * H * W * C + tl.zeros((BP,), tl.int32)
+        o_pix = out_ptr + n.to(tl.int64) * ohw * C + (oh * OW + ow) * C
+    ih0 = oh * STRIDE - pad_t
+    iw0 = ow * STRIDE - pad_l
+    xb = (x_pix + (ih0 * W + iw0) * C)[:, None] + c[None, :]  # tap (0, 0) of every output pixel
+    acc = tl.zeros((BP, BC), dtype=tl.float32)
+    if RL:  # kernel rows as a loop: fewer loads in flight per thread, fewer registers, more programs per SM
+        for kh in range(KS):
+            acc = _dw_row(acc, xb, w_ptr, c, c_mask, p_mask, ih0 + kh, iw0, kh, H, W, C, KS, EVEN_C)
+    else:  # all k*k taps unrolled: the compiler may issue many taps' loads at once
+        for kh in tl.static_range(KS):
+            acc = _dw_row(acc, xb, w_ptr, c, c_mask, p_mask, ih0 + kh, iw0, kh, H, W, C, KS, EVEN_C)
+    y = _act(acc + tl.load(bias_ptr + c, mask=c_mask, other=0.0)[None, :], ACT)
+    mask = p_mask[:, None] & c_mask[None, :]
+    tl.store(o_pix[:, None] + c[None, :], y.to(out_ptr.dtype.element_ty), mask=mask)
+    if SQUEEZE:
+        ys = tl.where(mask, y, 0.0)
+        if GP:  # one partial sum per image this block touches (at most NSEG)
+            n0 = (pidp * BP) // ohw
+            for j in tl.static_range(NSEG):
+                s = tl.sum(tl.where((nv == n0 + j)[:, None], ys, 0.0), axis=0)
+                _atomic_sum(pool_ptr + (n0 + j) * C + c, s, c_mask & (n0 + j < NB), RELAXED)
+        else:
+            _atomic_sum(pool_ptr + n * C + c, tl.sum(ys, axis=0), c_mask, RELAXED)
+
+
+@triton.jit
+def _depthwise_kernel(x_ptr, w_ptr, bias_ptr, out_ptr, pool_ptr, NB, H, W, C, OH, OW, pad_t, pad_l,
+                      n_pb, n_tw, n_ptot, n_cb, KS: tl.constexpr, STRIDE: tl.constexpr, ACT: tl.constexpr,
+                      SQUEEZE: tl.constexpr, BP: tl.constexpr, BC: tl.constexpr, TW: tl.constexpr,
+                      GP: tl.constexpr, CF: tl.constexpr, NSEG: tl.constexpr, EVEN_C: tl.constexpr,
+                      RELAXED: tl.constexpr, RL: tl.constexpr):
+    _dw_tile(x_ptr, w_ptr, bias_ptr, out_ptr, pool_ptr, NB, H, W, C, OH, OW, pad_t, pad_l, n_pb, n_tw, n_ptot,
+             n_cb, KS, STRIDE, ACT, SQUEEZE, BP, BC, TW, GP, CF, NSEG, EVEN_C, RELAXED, RL)
+
+
+@triton.jit
+def _depthwise_kernel_spec(x_ptr, w_ptr, bias_ptr, out_ptr, pool_ptr, NB, H, W: tl.constexpr, C: tl.constexpr,
+                           OH, OW, pad_t, pad_l, n_pb, n_tw, n_ptot, n_cb, KS: tl.constexpr,
+                           STRIDE: tl.constexpr, ACT: tl.constexpr, SQUEEZE: tl.constexpr, BP: tl.constexpr,
+                           BC: tl.constexpr, TW: tl.constexpr, GP: tl.constexpr, CF: tl.constexpr,
+                           NSEG: tl.constexpr, EVEN_C: tl.constexpr, RELAXED: tl.constexpr,
+                           RL: tl.constexpr):
+    _dw_tile(x_ptr, w_ptr, bias_ptr, out_ptr, pool_ptr, NB, H, W, C, OH, OW, pad_t, pad_l, n_pb, n_tw, n_ptot,
+             n_cb, KS, STRIDE, ACT, SQUEEZE, BP, BC, TW, GP, CF, NSEG, EVEN_C, RELAXED, RL)
+
+
+def depthwise(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, kernel: int, stride: int,
+              pads: tuple[int, int, int, int], act: int, squeeze: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Depthwise conv on NHWC ``x`` with weight [k*k, C]; ``pads`` = (top, bottom, left, right).
+    Returns the output and, when ``squeeze``, its per-sample channel sums [N, C] (float32)."""
+    _nb, h, wd, c = x.shape
+    cfg = tune.pick("depthwise2", (h, wd, c, kernel, stride, act, squeeze), CANDIDATES.get(kernel, CANDIDATES[5]),
+                    lambda c_: launch(x, w, bias, kernel, stride, pads, act, squeeze, c_),
+                    clip={"BC": _p2(c)})
+    return launch(x, w, bias, kernel, stride, pads, act, squeeze, cfg)[:2]
+
+
+def launch(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, kernel: int, stride: int,
+           pads: tuple[int, int, int, int], act: int, squeeze: bool, cfg: dict, *, relaxed: bool = True,
+           out: torch.Tensor | None = None, pooled: torch.Tensor | None = None):
+    """One launch with tile config ``cfg``; ``out`` / ``pooled`` (zeroed) may be given preallocated.
+    Returns (out, pooled or None, the compiled kernel)."""
+    nb, h, wd, c = x.shape
+    oh, ow = out_size(h, kernel, stride, pads[0], pads[1]), out_size(wd, kernel, stride, pads[2], pads[3])
+    bc = min(cfg["BC"], _p2(c))
+    bp, tw, gp = cfg["BP"], min(cfg["TW"], cfg["BP"]), cfg["GP"]
+    if gp and nb * oh * ow >= 2**31:
+        gp = 0  # pixel indices over the batch would overflow int32
+    if tw:
+        n_tw = triton.cdiv(ow, tw)
+        n_pb = triton.cdiv(oh, bp // tw) * n_tw
+    else:
+        n_tw, n_pb = 1, triton.cdiv(oh * ow, bp)
+    n_ptot = triton.cdiv(nb * oh * ow, bp) if gp else nb * n_pb
+    n_cb = triton.cdiv(c, bc)
+    nseg = triton.cdiv(bp - 1, oh * ow) + 1 if gp else 1
+    if out is None:
+        out = x.new_empty((nb, oh, ow, c))
+    if squeeze and pooled is None:
+        pooled = torch.zeros((nb, c), device=x.device, dtype=torch.float32)
+    fn = _depthwise_kernel_spec if cfg.get("SPEC") else _depthwise_kernel
+    compiled = fn[(n_ptot * n_cb,)](
+        x, w, bias, out, pooled if squeeze else out, nb, h, wd, c, oh, ow, pads[0], pads[2], n_pb, n_tw, n_ptot,
+        n_cb, KS=kernel, STRIDE=stride, ACT=act, SQUEEZE=squeeze, BP=bp, BC=bc, TW=tw if not gp else 0, GP=gp,
+        CF=cfg["CF"], NSEG=nseg, EVEN_C=c % bc == 0, RELAXED=relaxed, RL=cfg.get("RL", 0), num_warps=cfg["warps"],
+        **({"maxnreg": cfg["maxnreg"]} if cfg.get("maxnreg") else {}))
+    return out, (pooled if squeeze else None), compiled
