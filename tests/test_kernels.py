@@ -108,19 +108,23 @@ DW_CONFIGS = {
     "spec": {"BP": 16, "BC": 32, "warps": 4, "SPEC": 1},
     "rowloop": {"BP": 16, "BC": 16, "warps": 4, "RL": 1, "CF": 1},
     "batchwide_spec_rowloop": {"BP": 64, "BC": 16, "warps": 4, "GP": 1, "SPEC": 1, "RL": 1},
+    "rows": {"RS": 4, "TW": 4, "BC": 16, "warps": 4},  # row-walking kernel: 3 strips, 2-3 column blocks
+    "rows_one_strip": {"RS": 16, "TW": 8, "BC": 32, "warps": 4},
 }
 
 
-@pytest.mark.parametrize("name", list(DW_CONFIGS))
-@pytest.mark.parametrize("k,stride,padding,c,hw", [(3, 1, "symmetric", 16, 9), (5, 2, "same", 24, 9),
-                                                   (5, 1, "symmetric", 13, 5), (3, 2, "same", 32, 6)])
+DW_SHAPES = [(3, 1, "symmetric", 16, 9), (5, 2, "same", 24, 9), (5, 1, "symmetric", 13, 5), (3, 2, "same", 32, 6)]
+
+
+@pytest.mark.parametrize("name,k,stride,padding,c,hw",  # the row-walking kernel: stride 1 only
+                         [(n, *s) for n in DW_CONFIGS for s in DW_SHAPES if s[1] == 1 or "RS" not in DW_CONFIGS[n]])
 def test_depthwise_tile_configs(name, k, stride, padding, c, hw):
     cfg = {"TW": 0, "GP": 0, "CF": 0, "SPEC": 0, "RL": 0, **DW_CONFIGS[name]}
     x, w, b = torch.randn(3, hw, hw, c), torch.randn(k * k, c), torch.randn(c)
     pads = _pads((hw, hw), k, stride, padding)
     ref = _depthwise_ref(x, w, b, k, stride, pads, 3)
     for squeeze in (True, False):
-        y, pooled, _ = dw_ops.launch(x, w, b, k, stride, pads, 3, squeeze, cfg, relaxed=squeeze)
+        y, pooled, _ = dw_ops.launch(x, dw_ops.pad_weights(w), b, k, stride, pads, 3, squeeze, cfg, relaxed=squeeze)
         assert rel(y, nhwc(ref)) < 1e-5
         assert (pooled is None) if not squeeze else rel(pooled, ref.sum((2, 3))) < 1e-5
 
@@ -131,7 +135,7 @@ def test_depthwise_tuner_candidates(k):
     pads = (k // 2,) * 4
     ref = _depthwise_ref(x, w, b, k, 1, pads, 3)
     for cfg in dw_ops.CANDIDATES[k]:
-        y, pooled, _ = dw_ops.launch(x, w, b, k, 1, pads, 3, True, cfg)
+        y, pooled, _ = dw_ops.launch(x, dw_ops.pad_weights(w), b, k, 1, pads, 3, True, cfg)
         assert rel(y, nhwc(ref)) < 1e-5 and rel(pooled, ref.sum((2, 3))) < 1e-5, cfg
 
 

@@ -44,7 +44,8 @@ def _load_ops():
         raise RuntimeError(f"the fused (triton) engine needs Triton, which is not importable here ({e}); "
                            "install it with `pip install triton` on a machine with a CUDA GPU") from None
     return SimpleNamespace(**{k: getattr(triton_ops, k) for k in ("ACT_CODES", "pointwise", "se_excite", "conv")},
-                           depthwise=triton_depthwise.depthwise, expand_depthwise=triton_fused.expand_depthwise)
+                           depthwise=triton_depthwise.depthwise, pad_dw_weights=triton_depthwise.pad_weights,
+                           expand_depthwise=triton_fused.expand_depthwise)
 
 
 def _library_conv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, stride: int,
@@ -123,8 +124,9 @@ class FusedNet(nn.Module):
     def _prepare_block(self, fb: folding.FoldedBlock) -> dict:
         s = fb.spec
         layer: dict = {"spec": s, "act": self.ops.ACT_CODES[s.activation]}
-        if fb.depthwise is not None:
-            layer["dw"] = self._depthwise(fb.depthwise)
+        if fb.depthwise is not None:  # padded rows for the depthwise kernel, plain ones for expand + depthwise
+            w, b = self._depthwise(fb.depthwise)
+            layer["dw"], layer["dw_fused"] = (self.ops.pad_dw_weights(w), b), (w, b)
         if fb.se is not None:
             layer["se"] = tuple(self._f32(t) for t in (fb.se.w1, fb.se.b1, fb.se.w2, fb.se.b2))
         if fb.project is not None:
@@ -147,7 +149,7 @@ class FusedNet(nn.Module):
 
         if s.has_expand and s.stride == 1:  # expand + depthwise in one kernel, where that is faster
             d, pooled = self._choose("mbconv_path", (tuple(x.shape), s.mid_channels, s.kernel, s.has_se, act), {
-                "fused": lambda: ops.expand_depthwise(x, *L["expand"], *L["dw"], s.kernel, pads, act, s.has_se),
+                "fused": lambda: ops.expand_depthwise(x, *L["expand"], *L["dw_fused"], s.kernel, pads, act, s.has_se),
                 "separate": separate}, None if self.fuse_expand is None else self.fuse_expand)
         else:
             d, pooled = separate()

@@ -34,13 +34,19 @@ def _cfg(bp: int, bc: int, warps: int, **flags: int) -> dict:
     return config(BP=bp, BC=bc, warps=warps, **{"TW": 0, "GP": 0, "CF": 0, "SPEC": 0, "RL": 0, **flags})
 
 
-# Candidates per kernel size, best guess first; the tuner times them per layer shape.  From B0's layers at
-# batch 256 on an H100 (docs/benchmarks/fused.md, run 6), each was the fastest or within a few % on some
-# layer; small programs (1-2 warps) won on k3, where the unrolled taps keep few loads in flight.
+def _rows(rs: int, tw: int, bc: int, warps: int, **opts: int) -> dict:
+    return config(RS=rs, TW=tw, BC=bc, warps=warps, **opts)
+
+
+# Candidates per kernel size, best guess first; the tuner times them per layer shape (row-walking ones at
+# stride 1 only).  Tile configs: from B0's layers at batch 256 on an H100 (docs/benchmarks/fused.md, run 6)
+# each was the fastest, or near it, on some layer.  Row-walking configs: ~2.2 instructions per
+# multiply-add in the loop (ptxas, sm_90) against ~6 for the tile kernel; at k5 they hold 186 registers
+# (168 with a small spill under the cap).
 CANDIDATES = {
-    3: [_cfg(32, 32, 1), _cfg(16, 64, 2), _cfg(64, 32, 4), _cfg(128, 32, 4), _cfg(32, 64, 4, SPEC=1)],
-    5: [_cfg(16, 64, 2), _cfg(64, 32, 4), _cfg(32, 64, 4, SPEC=1), _cfg(32, 64, 4, GP=1, CF=1, SPEC=1),
-        _cfg(32, 64, 4, RL=1), _cfg(64, 64, 4, RL=1)],
+    3: [_cfg(32, 32, 1), _cfg(16, 64, 2), _cfg(64, 32, 4), _rows(16, 16, 64, 4), _rows(16, 32, 32, 4)],
+    5: [_cfg(16, 64, 2), _cfg(32, 64, 4, SPEC=1), _cfg(32, 64, 4, GP=1, CF=1, SPEC=1), _rows(16, 16, 64, 4),
+        _rows(16, 16, 64, 4, maxnreg=168)],
 }
 
 
@@ -53,7 +59,7 @@ def _atomic_sum(ptr, val, mask, RELAXED: tl.constexpr):
 
 
 @triton.jit
-def _dw_row(acc, xb, w_ptr, c, c_mask, p_mask, ih, iw0, kh, H, W, C, KS: tl.constexpr, EVEN_C: tl.constexpr):
+def _dw_row(acc, xb, w_ptr, c, c_mask, p_mask, ih, iw0, kh, H, W, C, WS, KS: tl.constexpr, EVEN_C: tl.constexpr):
     """Add kernel row ``kh``'s k taps to ``acc``."""
     h_ok = p_mask & (ih >= 0) & (ih < H)
     for kw in tl.static_range(KS):
@@ -61,16 +67,18 @@ def _dw_row(acc, xb, w_ptr, c, c_mask, p_mask, ih, iw0, kh, H, W, C, KS: tl.cons
         ok = h_ok & (iw >= 0) & (iw < W)
         if EVEN_C:  # no channel mask: the load's predicate is per pixel only
             xv = tl.load(xb + (kh * W + kw) * C, mask=ok[:, None], other=0.0)
-            wv = tl.load(w_ptr + (kh * KS + kw) * C + c)
         else:
             xv = tl.load(xb + (kh * W + kw) * C, mask=ok[:, None] & c_mask[None, :], other=0.0)
-            wv = tl.load(w_ptr + (kh * KS + kw) * C + c, mask=c_mask, other=0.0)
-        acc += xv.to(tl.float32) * wv[None, :]
+        # The tap's weights loaded as a broadcast [BP, BC] tile: lands in the accumulator's layout (a [BC]
+        # vector load is moved there through shared memory and a barrier, every tap); unmasked, as the
+        # weights are padded to whole channel blocks (WS columns).
+        wv = tl.load(tl.broadcast_to((w_ptr + (kh * KS + kw) * WS + c)[None, :], xb.shape))
+        acc += xv.to(tl.float32) * wv
     return acc
 
 
 @triton.jit
-def _dw_tile(x_ptr, w_ptr, bias_ptr, out_ptr, pool_ptr, NB, H, W, C, OH, OW, pad_t, pad_l, n_pb, n_tw, n_ptot,
+def _dw_tile(x_ptr, w_ptr, bias_ptr, out_ptr, pool_ptr, NB, H, W, C, WS, OH, OW, pad_t, pad_l, n_pb, n_tw, n_ptot,
              n_cb, KS: tl.constexpr, STRIDE: tl.constexpr, ACT: tl.constexpr, SQUEEZE: tl.constexpr,
              BP: tl.constexpr, BC: tl.constexpr, TW: tl.constexpr, GP: tl.constexpr, CF: tl.constexpr,
              NSEG: tl.constexpr, EVEN_C: tl.constexpr, RELAXED: tl.constexpr, RL: tl.constexpr):
@@ -114,10 +122,10 @@ def _dw_tile(x_ptr, w_ptr, bias_ptr, out_ptr, pool_ptr, NB, H, W, C, OH, OW, pad
     acc = tl.zeros((BP, BC), dtype=tl.float32)
     if RL:  # kernel rows as a loop: fewer loads in flight per thread, fewer registers, more programs per SM
         for kh in range(KS):
-            acc = _dw_row(acc, xb, w_ptr, c, c_mask, p_mask, ih0 + kh, iw0, kh, H, W, C, KS, EVEN_C)
+            acc = _dw_row(acc, xb, w_ptr, c, c_mask, p_mask, ih0 + kh, iw0, kh, H, W, C, WS, KS, EVEN_C)
     else:  # all k*k taps unrolled: the compiler may issue many taps' loads at once
         for kh in tl.static_range(KS):
-            acc = _dw_row(acc, xb, w_ptr, c, c_mask, p_mask, ih0 + kh, iw0, kh, H, W, C, KS, EVEN_C)
+            acc = _dw_row(acc, xb, w_ptr, c, c_mask, p_mask, ih0 + kh, iw0, kh, H, W, C, WS, KS, EVEN_C)
     y = _act(acc + tl.load(bias_ptr + c, mask=c_mask, other=0.0)[None, :], ACT)
     mask = p_mask[:, None] & c_mask[None, :]
     tl.store(o_pix[:, None] + c[None, :], y.to(out_ptr.dtype.element_ty), mask=mask)
@@ -133,32 +141,117 @@ def _dw_tile(x_ptr, w_ptr, bias_ptr, out_ptr, pool_ptr, NB, H, W, C, OH, OW, pad
 
 
 @triton.jit
-def _depthwise_kernel(x_ptr, w_ptr, bias_ptr, out_ptr, pool_ptr, NB, H, W, C, OH, OW, pad_t, pad_l,
+def _depthwise_kernel(x_ptr, w_ptr, bias_ptr, out_ptr, pool_ptr, NB, H, W, C, WS, OH, OW, pad_t, pad_l,
                       n_pb, n_tw, n_ptot, n_cb, KS: tl.constexpr, STRIDE: tl.constexpr, ACT: tl.constexpr,
                       SQUEEZE: tl.constexpr, BP: tl.constexpr, BC: tl.constexpr, TW: tl.constexpr,
                       GP: tl.constexpr, CF: tl.constexpr, NSEG: tl.constexpr, EVEN_C: tl.constexpr,
                       RELAXED: tl.constexpr, RL: tl.constexpr):
-    _dw_tile(x_ptr, w_ptr, bias_ptr, out_ptr, pool_ptr, NB, H, W, C, OH, OW, pad_t, pad_l, n_pb, n_tw, n_ptot,
+    _dw_tile(x_ptr, w_ptr, bias_ptr, out_ptr, pool_ptr, NB, H, W, C, WS, OH, OW, pad_t, pad_l, n_pb, n_tw, n_ptot,
              n_cb, KS, STRIDE, ACT, SQUEEZE, BP, BC, TW, GP, CF, NSEG, EVEN_C, RELAXED, RL)
 
 
 @triton.jit
 def _depthwise_kernel_spec(x_ptr, w_ptr, bias_ptr, out_ptr, pool_ptr, NB, H, W: tl.constexpr, C: tl.constexpr,
-                           OH, OW, pad_t, pad_l, n_pb, n_tw, n_ptot, n_cb, KS: tl.constexpr,
+                           WS, OH, OW, pad_t, pad_l, n_pb, n_tw, n_ptot, n_cb, KS: tl.constexpr,
                            STRIDE: tl.constexpr, ACT: tl.constexpr, SQUEEZE: tl.constexpr, BP: tl.constexpr,
                            BC: tl.constexpr, TW: tl.constexpr, GP: tl.constexpr, CF: tl.constexpr,
                            NSEG: tl.constexpr, EVEN_C: tl.constexpr, RELAXED: tl.constexpr,
                            RL: tl.constexpr):
-    _dw_tile(x_ptr, w_ptr, bias_ptr, out_ptr, pool_ptr, NB, H, W, C, OH, OW, pad_t, pad_l, n_pb, n_tw, n_ptot,
+    _dw_tile(x_ptr, w_ptr, bias_ptr, out_ptr, pool_ptr, NB, H, W, C, WS, OH, OW, pad_t, pad_l, n_pb, n_tw, n_ptot,
              n_cb, KS, STRIDE, ACT, SQUEEZE, BP, BC, TW, GP, CF, NSEG, EVEN_C, RELAXED, RL)
+
+
+@triton.jit
+def _rows_tap(acc, xv, w_ptr, wcol, kh: tl.constexpr, kw: tl.constexpr, WS, KS: tl.constexpr):
+    return acc + xv * tl.load(w_ptr + (kh * KS + kw) * WS + wcol)
+
+
+@triton.jit
+def _depthwise_rows_kernel(x_ptr, w_ptr, bias_ptr, out_ptr, pool_ptr, H, W, C, WS, OH, OW, pad_t, pad_l,
+                           n_strips, n_cols, n_cb, KS: tl.constexpr, ACT: tl.constexpr, SQUEEZE: tl.constexpr,
+                           RS: tl.constexpr, TW: tl.constexpr, BC: tl.constexpr, EVEN_C: tl.constexpr):
+    """Stride 1: a program walks down RS output rows of a TW x BC column; every input row is loaded k times
+    (once per horizontal tap) and feeds the k output rows that use it, so a loaded and converted element
+    serves k multiply-adds instead of one.  acc0..acc4 are the open output rows, newest first."""
+    pid = tl.program_id(0)
+    cb = pid % n_cb
+    rest = pid // n_cb
+    col = rest % n_cols
+    rest = rest // n_cols
+    strip = rest % n_strips
+    n = rest // n_strips
+    c = cb * BC + tl.arange(0, BC)
+    c_mask = c < C
+    ow = col * TW + tl.arange(0, TW)
+    ow_ok = ow < OW
+    oh0 = strip * RS
+    x_img = x_ptr + n.to(tl.int64) * H * W * C
+    o_img = out_ptr + n.to(tl.int64) * OH * OW * C
+    zero = tl.zeros((TW, BC), dtype=tl.float32)
+    wcol = tl.broadcast_to(c[None, :], (TW, BC))  # weights as broadcast tiles (see _dw_row)
+    bias = tl.load(bias_ptr + c, mask=c_mask, other=0.0)[None, :]
+    acc0 = zero
+    acc1 = zero
+    acc2 = zero
+    acc3 = zero
+    acc4 = zero
+    ssum = zero
+    for r in range(RS + KS - 1):
+        ih = oh0 - pad_t + r
+        row_ok = (ih >= 0) & (ih < H)
+        for kw in tl.static_range(KS):
+            iw = ow - pad_l + kw
+            ok = row_ok & (iw >= 0) & (iw < W)
+            if EVEN_C:
+                m = ok[:, None]
+            else:
+                m = ok[:, None] & c_mask[None, :]
+            xv = tl.load(x_img + (ih * W + iw)[:, None] * C + c[None, :], mask=m, other=0.0).to(tl.float32)
+            # input row ih is kernel row kh of output row oh0 + r - kh, held in acc{kh}
+            acc0 = _rows_tap(acc0, xv, w_ptr, wcol, 0, kw, WS, KS)
+            acc1 = _rows_tap(acc1, xv, w_ptr, wcol, 1, kw, WS, KS)
+            acc2 = _rows_tap(acc2, xv, w_ptr, wcol, 2, kw, WS, KS)
+            if KS == 5:
+                acc3 = _rows_tap(acc3, xv, w_ptr, wcol, 3, kw, WS, KS)
+                acc4 = _rows_tap(acc4, xv, w_ptr, wcol, 4, kw, WS, KS)
+        if KS == 5:  # output row oh0 + r - 4 is complete
+            done = acc4
+            acc4 = acc3
+            acc3 = acc2
+        else:
+            done = acc2
+        acc2 = acc1
+        acc1 = acc0
+        acc0 = zero
+        oh = oh0 + r - (KS - 1)
+        o_ok = (r >= KS - 1) & (oh < OH) & (oh < oh0 + RS)
+        mask = (ow_ok & o_ok)[:, None] & c_mask[None, :]
+        y = _act(done + bias, ACT)
+        tl.store(o_img + (oh * OW + ow)[:, None] * C + c[None, :], y.to(out_ptr.dtype.element_ty), mask=mask)
+        if SQUEEZE:
+            ssum += tl.where(mask, y, 0.0)
+    if SQUEEZE:
+        tl.atomic_add(pool_ptr + n * C + c, tl.sum(ssum, axis=0), mask=c_mask, sem="relaxed")
+
+
+WEIGHT_ALIGN = 128  # weight rows are padded to a multiple of this many channels (the largest channel block)
+
+
+def pad_weights(w: torch.Tensor) -> torch.Tensor:
+    """Depthwise weights [k*k, C] -> [k*k, C rounded up to WEIGHT_ALIGN], zero-filled (unmasked tap loads)."""
+    cpad = -(-w.shape[1] // WEIGHT_ALIGN) * WEIGHT_ALIGN
+    return w if cpad == w.shape[1] else torch.nn.functional.pad(w, (0, cpad - w.shape[1])).contiguous()
 
 
 def depthwise(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, kernel: int, stride: int,
               pads: tuple[int, int, int, int], act: int, squeeze: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Depthwise conv on NHWC ``x`` with weight [k*k, C]; ``pads`` = (top, bottom, left, right).
-    Returns the output and, when ``squeeze``, its per-sample channel sums [N, C] (float32)."""
+    """Depthwise conv on NHWC ``x`` with weight [k*k, C] (best given through ``pad_weights`` once);
+    ``pads`` = (top, bottom, left, right).  Returns the output and, when ``squeeze``, its per-sample channel
+    sums [N, C] (float32)."""
     _nb, h, wd, c = x.shape
-    cfg = tune.pick("depthwise2", (h, wd, c, kernel, stride, act, squeeze), CANDIDATES.get(kernel, CANDIDATES[5]),
+    w = pad_weights(w)
+    cands = [c_ for c_ in CANDIDATES.get(kernel, CANDIDATES[5]) if stride == 1 or "RS" not in c_]
+    cfg = tune.pick("depthwise2", (h, wd, c, kernel, stride, act, squeeze), cands,
                     lambda c_: launch(x, w, bias, kernel, stride, pads, act, squeeze, c_),
                     clip={"BC": _p2(c)})
     return launch(x, w, bias, kernel, stride, pads, act, squeeze, cfg)[:2]
@@ -167,11 +260,27 @@ def depthwise(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, kernel: int,
 def launch(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, kernel: int, stride: int,
            pads: tuple[int, int, int, int], act: int, squeeze: bool, cfg: dict, *, relaxed: bool = True,
            out: torch.Tensor | None = None, pooled: torch.Tensor | None = None):
-    """One launch with tile config ``cfg``; ``out`` / ``pooled`` (zeroed) may be given preallocated.
-    Returns (out, pooled or None, the compiled kernel)."""
+    """One launch with tile config ``cfg`` and padded weights (``pad_weights``); ``out`` / ``pooled`` (zeroed)
+    may be given preallocated.  Returns (out, pooled or None, the compiled kernel)."""
     nb, h, wd, c = x.shape
+    assert w.shape[1] % WEIGHT_ALIGN == 0 and w.shape[1] >= c, "weights not padded: use pad_weights"
     oh, ow = out_size(h, kernel, stride, pads[0], pads[1]), out_size(wd, kernel, stride, pads[2], pads[3])
     bc = min(cfg["BC"], _p2(c))
+    n_cb = triton.cdiv(c, bc)
+    if out is None:
+        out = x.new_empty((nb, oh, ow, c))
+    if squeeze and pooled is None:
+        pooled = torch.zeros((nb, c), device=x.device, dtype=torch.float32)
+    opts = {"maxnreg": cfg["maxnreg"]} if cfg.get("maxnreg") else {}
+    if cfg.get("RS"):  # the row-walking kernel (stride 1)
+        assert stride == 1, "the row-walking depthwise kernel is for stride 1"
+        rs, tw = min(cfg["RS"], oh), min(cfg["TW"], _p2(ow, 8))
+        n_strips, n_cols = triton.cdiv(oh, rs), triton.cdiv(ow, tw)
+        compiled = _depthwise_rows_kernel[(nb * n_strips * n_cols * n_cb,)](
+            x, w, bias, out, pooled if squeeze else out, h, wd, c, w.shape[1], oh, ow, pads[0], pads[2], n_strips,
+            n_cols, n_cb, KS=kernel, ACT=act, SQUEEZE=squeeze, RS=rs, TW=tw, BC=bc, EVEN_C=c % bc == 0,
+            num_warps=cfg["warps"], **opts)
+        return out, (pooled if squeeze else None), compiled
     bp, tw, gp = cfg["BP"], min(cfg["TW"], cfg["BP"]), cfg["GP"]
     if gp and nb * oh * ow >= 2**31:
         gp = 0  # pixel indices over the batch would overflow int32
@@ -181,16 +290,11 @@ def launch(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, kernel: int, st
     else:
         n_tw, n_pb = 1, triton.cdiv(oh * ow, bp)
     n_ptot = triton.cdiv(nb * oh * ow, bp) if gp else nb * n_pb
-    n_cb = triton.cdiv(c, bc)
     nseg = triton.cdiv(bp - 1, oh * ow) + 1 if gp else 1
-    if out is None:
-        out = x.new_empty((nb, oh, ow, c))
-    if squeeze and pooled is None:
-        pooled = torch.zeros((nb, c), device=x.device, dtype=torch.float32)
     fn = _depthwise_kernel_spec if cfg.get("SPEC") else _depthwise_kernel
     compiled = fn[(n_ptot * n_cb,)](
-        x, w, bias, out, pooled if squeeze else out, nb, h, wd, c, oh, ow, pads[0], pads[2], n_pb, n_tw, n_ptot,
+        x, w, bias, out, pooled if squeeze else out, nb, h, wd, c, w.shape[1], oh, ow, pads[0], pads[2], n_pb, n_tw, n_ptot,
         n_cb, KS=kernel, STRIDE=stride, ACT=act, SQUEEZE=squeeze, BP=bp, BC=bc, TW=tw if not gp else 0, GP=gp,
         CF=cfg["CF"], NSEG=nseg, EVEN_C=c % bc == 0, RELAXED=relaxed, RL=cfg.get("RL", 0), num_warps=cfg["warps"],
-        **({"maxnreg": cfg["maxnreg"]} if cfg.get("maxnreg") else {}))
+        **opts)
     return out, (pooled if squeeze else None), compiled
