@@ -235,7 +235,10 @@ def channels_last_input(batch: int, res: int, dtype=torch.bfloat16) -> torch.Ten
 def part_fused() -> None:
     from effnet.kernels import FusedNet
 
+    only = os.environ.get("ONLY", ",".join(MODELS)).split(",")
     for name, (_, res) in MODELS.items():
+        if name not in only:
+            continue
         model = randomize_bn(effnet.create_model(name)).cuda().eval()
         fused = FusedNet(model, dtype=torch.bfloat16)
         for batch in (256, 1) if name == "efficientnet_b0" else (256,):
@@ -347,7 +350,7 @@ def part_profile() -> None:
     """Device time of fused B0 at batch 256 by kernel (torch.profiler, no CUDA graph), per forward."""
     from collections import defaultdict
 
-    from effnet.kernels import FusedNet
+    from effnet.kernels import FusedNet, tune
 
     model = randomize_bn(effnet.create_model("efficientnet_b0")).cuda().eval()
     fused = FusedNet(model, dtype=torch.bfloat16, cuda_graph=False)
@@ -368,6 +371,7 @@ def part_profile() -> None:
             calls[evt.key[:60]] += evt.count // reps
     emit(part="profile", model="efficientnet_b0", batch=256, total_ms=sum(totals.values()),
          kernels={k: [round(v, 4), calls[k]] for k, v in sorted(totals.items(), key=lambda kv: -kv[1])})
+    emit(part="tune_choices", choices={k: v for k, v in tune._memory.items() if k.startswith("depthwise")})
 
 
 def fold_bn(m: nn.Module) -> nn.Module:

@@ -69,7 +69,20 @@ def base(bp, bc, warps, **kw):
     return {"BP": bp, "BC": bc, "warps": warps, "TW": 0, "GP": 0, "CF": 0, "SPEC": 0, **kw}
 
 
-def variants() -> list[tuple[str, str, dict]]:
+def variants(shape) -> list[tuple[str, str, dict]]:
+    """SET=run7 (default): the old kernel, the tuner's candidates for this shape, more row-walking configs,
+    cuDNN with and without its bias add.  SET=run6: the list of run 6 (before the row-walking kernel)."""
+    if os.environ.get("SET", "run7") == "run7":
+        _hw, _c, k, s = shape
+        v = [("old_BP64_BC64_w4", "old", {"BP": 64, "BC": 64, "warps": 4})]
+        for cfg in D.CANDIDATES[k]:
+            if s == 1 or "RS" not in cfg:
+                v.append(("cand_" + "_".join(f"{a}{b}" for a, b in cfg.items()), "new", dict(cfg)))
+        if s == 1:
+            for rs, tw, bc, w in ((8, 16, 64, 4), (32, 16, 64, 4), (16, 32, 64, 4), (16, 16, 128, 4), (16, 16, 64, 2),
+                                  (16, 8, 64, 2), (16, 16, 32, 2), (16, 32, 64, 8)):
+                v.append((f"rows_RS{rs}_TW{tw}_BC{bc}_w{w}", "new", {"RS": rs, "TW": tw, "BC": bc, "warps": w}))
+        return v + [("cudnn_nobias", "cudnn", {"bias": False}), ("cudnn", "cudnn", {})]
     v = [(f"old_BP{bp}_BC{bc}_w{w}", "old", {"BP": bp, "BC": bc, "warps": w})
          for bp, bc, w in ((64, 64, 4), (32, 128, 4), (128, 32, 4))]
     for bp, bc, w in ((64, 64, 4), (32, 64, 4), (64, 64, 8), (128, 64, 8), (32, 128, 4), (16, 128, 4), (128, 32, 4),
@@ -107,7 +120,7 @@ def runner(kind, cfg, shape, bufs):
     x, w, b, pads, oh, out, pooled = bufs
     info: dict = {}
     if kind == "cudnn":
-        conv = nn.Conv2d(c, c, k, s, pads[0], groups=c, bias=True).to(DEV, torch.bfloat16)
+        conv = nn.Conv2d(c, c, k, s, pads[0], groups=c, bias=cfg.get("bias", True)).to(DEV, torch.bfloat16)
         conv = conv.to(memory_format=torch.channels_last)
         xc = x.permute(0, 3, 1, 2)
         return lambda: conv(xc), info
@@ -122,11 +135,12 @@ def runner(kind, cfg, shape, bufs):
             info.setdefault("regs", getattr(kern, "n_regs", None))
             info.setdefault("spills", getattr(kern, "n_spills", None))
         return run, info
-    cfg = dict(cfg)
+    cfg = {"TW": 0, "GP": 0, "CF": 0, "SPEC": 0, **cfg}
     relaxed, squeeze = bool(cfg.pop("relaxed", 1)), bool(cfg.pop("squeeze", 1))
+    wp = D.pad_weights(w)
 
     def run():
-        _, _, kern = D.launch(x, w, b, k, s, pads, 3, squeeze, cfg, relaxed=relaxed, out=out, pooled=pooled)
+        _, _, kern = D.launch(x, wp, b, k, s, pads, 3, squeeze, cfg, relaxed=relaxed, out=out, pooled=pooled)
         info.setdefault("regs", getattr(kern, "n_regs", None))
         info.setdefault("spills", getattr(kern, "n_spills", None))
     return run, info
@@ -158,7 +172,7 @@ def graph_ms(fn, reps: int = 10, iters: int = 15) -> float:
 
 def compile_slice(i: int, n: int) -> None:
     """Compile (launch once) every Triton variant of slice i of n, to fill Triton's disk cache in parallel."""
-    jobs = [(shape, v) for shape in SHAPES for v in variants() if v[1] != "cudnn"]
+    jobs = [(shape, v) for shape in SHAPES for v in variants(shape) if v[1] != "cudnn"]
     cur, bufs = None, None
     for shape, (_name, kind, cfg) in jobs[i::n]:
         if shape != cur:
@@ -196,7 +210,7 @@ def time_all() -> None:
         ref = torch.nn.functional.conv2d(x.permute(0, 3, 1, 2).float(), w.t().reshape(c, 1, k, k), b, s, pads[0],
                                          groups=c)
         ref = torch.nn.functional.silu(ref).permute(0, 2, 3, 1)
-        for name, kind, cfg in variants():
+        for name, kind, cfg in variants(shape):
             try:
                 fn, info = runner(kind, cfg, shape, bufs)
                 if kind != "cudnn":
@@ -216,13 +230,13 @@ def ncu_run() -> None:
     """Old tile kernel, the fastest new variant and cuDNN, once each inside the profiler's range."""
     with open(os.path.join(OUT, "probe.jsonl")) as f:
         rows = [json.loads(line) for line in f]
-    allv = {v[0]: v for v in variants()}
     todo = []
     for shape in NCU_SHAPES:
+        allv = {v[0]: v for v in variants(shape)}
         mine = [r for r in rows if r.get("part") == "dw" and (r["hw"], r["c"], r["k"], r["s"]) == shape
                 and "ms" in r and allv[r["variant"]][1] == "new" and not r["variant"].startswith("nose")]
-        best = min(mine, key=lambda r: r["ms"])["variant"] if mine else "new_BP64_BC64_w4"
-        for name in ("old_BP64_BC64_w4", best, "cudnn"):
+        best = min(mine, key=lambda r: r["ms"])["variant"] if mine else variants(shape)[1][0]
+        for name in ("old_BP64_BC64_w4", best, "cudnn_nobias"):
             bufs = make(shape)
             fn, _ = runner(allv[name][1], allv[name][2], shape, bufs)
             fn()  # compile / warm up outside the profiled range
