@@ -93,3 +93,40 @@ def test_without_torchvision_the_defaults_are_effnet_only(monkeypatch):
         build_model("resnet50")
     named = build_model("mobilenet_v2_100", "meta")
     assert (named.resolution, named.in_chans, named.source) == (224, 3, "effnet")
+
+
+# --- --engine triton: the fused engine as one more mode -------------------------------------------------
+def test_engine_triton_needs_a_gpu_one_line_error(tmp_path, capsys):
+    pytest.importorskip("triton")
+    assert _bench(tmp_path, "--models", "mobilenet_v2_100", "--engine", "triton") == 2
+    err = capsys.readouterr().err.strip()
+    assert "--engine triton runs on a CUDA GPU" in err and "\n" not in err
+    assert not (tmp_path / "bench-cpu.json").exists()  # refused before any timing
+
+
+def test_engine_triton_needs_triton_one_line_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "triton", None)  # makes `import triton` raise ImportError
+    assert _bench(tmp_path, "--models", "mobilenet_v2_100", "--engine", "triton") == 2
+    err = capsys.readouterr().err.strip()
+    assert "needs Triton" in err and "\n" not in err
+
+
+def test_engine_rows_join_the_results_and_report(tmp_path, monkeypatch):
+    # the plumbing only (rows, report, peers refused), with an engine stand-in that runs on the CPU
+    monkeypatch.setattr(bench, "BASELINE", "resnet18")
+    calls = []
+
+    def engine(model, device, dtype):
+        calls.append(model.plan.stem.out_channels)
+        return bench.prepare_mode(model, device, dtype, "channels_last")
+
+    data = bench.run_bench(["mobilenet_v2_050", "resnet18"], "cpu", batch_sizes=(1, 2), modes=("eager", "triton"),
+                           runs=1, warmup=0, resolution=32, engines={"triton": engine}, log=lambda s: None)
+    rows = {(r["model"], r["mode"], r["batch_size"]): r for r in data["results"]}
+    assert len(rows) == 8 and len(calls) == 1  # one engine per model and dtype, reused across batch sizes
+    assert rows["mobilenet_v2_050", "triton", 2]["median_s"] > 0
+    assert "effnet models" in rows["resnet18", "triton", 1]["error"]
+    md = bench_report.markdown_report(data)
+    assert "| mobilenet_v2_050 | triton |" in md
+    with pytest.raises(ValueError, match="unknown mode"):
+        bench.run_bench(["mobilenet_v2_050"], "cpu", modes=("triton",), runs=1, warmup=0)  # no engine passed

@@ -19,7 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("effnet.cli_models", "list the zoo's model names"),
     "zoo": ("effnet.analysis.zoo_cli", "every zoo model: params, MACs, activations against the papers"),
     "profile": ("effnet.analysis.profile_cli", "per-layer params, MACs, bytes, intensity (and timings) of a model"),
-    "bench": ("effnet.analysis.bench_cli", "throughput and latency of several models, eager/channels_last/compile"),
+    "bench": ("effnet.bench_command", "throughput and latency of several models, eager/channels_last/compile/triton"),
     "train": ("effnet.train.cli", "train a model (default: the embedded digits data set)"),
     "evaluate": ("effnet.train.evaluate_cli", "top-1/top-5, per-class accuracy and confusion matrix of a checkpoint"),
     "predict": ("effnet.train.predict_cli", "top-k classes of images with a checkpoint"),

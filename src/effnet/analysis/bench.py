@@ -8,6 +8,9 @@ similar rate; a model bound by memory traffic or launch overhead reaches a fract
 
 Modes: ``eager`` (NCHW), ``channels_last`` (NHWC memory format), ``compile`` (``torch.compile`` of
 the channels_last model, default mode, so compilation time stays out of the timing via warm-up).
+Engines from higher layers join as more modes through ``run_bench(engines=...)`` (``triton``: the fused
+kernels of ``effnet.kernels``, passed in by the ``effnet bench --engine triton`` command), so this module
+imports nothing above the analysis layer.
 Tables and the chart of saved results are :mod:`effnet.analysis.bench_report`'s.
 """
 
@@ -32,6 +35,7 @@ from effnet.analysis.timing import time_fn
 from effnet.devices import resolve_device
 
 MODES = ("eager", "channels_last", "compile")
+ENGINE_MODES = ("triton",)  # rows of engines passed in by a higher layer (run_bench's ``engines``)
 EFFNET_DEFAULTS = ("mobilenet_v1_100", "mobilenet_v2_100", "efficientnet_b0", "efficientnet_lite0",
                    "efficientnet_v2_s")
 BASELINE = "resnet50"  # the dense contrast, from torchvision
@@ -137,8 +141,7 @@ def prepare_mode(model: nn.Module, device: torch.device, dtype: torch.dtype, mod
 def time_case(fwd: Callable, device: torch.device, dtype: torch.dtype, batch_size: int, mode: str,
               resolution: int, in_chans: int, warmup: int, runs: int):
     """Median forward time of one (model, dtype, batch size, mode) case."""
-    x = make_input((batch_size, in_chans, resolution, resolution), device, dtype,
-                   channels_last=mode in ("channels_last", "compile"))
+    x = make_input((batch_size, in_chans, resolution, resolution), device, dtype, channels_last=mode != "eager")
     with torch.inference_mode():
         # compilation happens in the first calls: at least two untimed ones, whatever --warmup says
         return time_fn(lambda: fwd(x), warmup=max(warmup, 2 if mode == "compile" else 0), runs=runs,
@@ -148,12 +151,18 @@ def time_case(fwd: Callable, device: torch.device, dtype: torch.dtype, batch_siz
 def run_bench(models: list[str], device: str | torch.device = "cpu", *, batch_sizes: tuple[int, ...] = (1,),
               modes: tuple[str, ...] = ("eager",), dtypes: tuple[str, ...] = ("float32",), warmup: int = 2,
               runs: int = 5, resolution: int | None = None, log: Callable[[str], None] = print,
-              on_result: Callable[[dict], None] | None = None) -> dict:
-    """Time every case; a case that fails (out of memory, compile error) is recorded, not fatal."""
+              on_result: Callable[[dict], None] | None = None,
+              engines: dict[str, Callable[[nn.Module, torch.device, torch.dtype], Callable]] | None = None) -> dict:
+    """Time every case; a case that fails (out of memory, compile error) is recorded, not fatal.
+
+    ``engines``: more modes, name -> factory(model, device, dtype) -> forward taking a channels_last
+    batch; they run effnet models only (a peer's model gets a row saying so)."""
     d = resolve_device(device)
-    bad = [m for m in modes if m not in MODES] + [t for t in dtypes if t not in DTYPES]
+    engines = engines or {}
+    allowed = (*MODES, *engines)
+    bad = [m for m in modes if m not in allowed] + [t for t in dtypes if t not in DTYPES]
     if bad:
-        raise ValueError(f"unknown mode/dtype {bad}: modes are {MODES}, dtypes {tuple(DTYPES)}")
+        raise ValueError(f"unknown mode/dtype {bad}: modes are {allowed}, dtypes {tuple(DTYPES)}")
     if not models or any(b < 1 for b in batch_sizes) or runs < 1 or warmup < 0:
         raise ValueError("need at least one model, batch sizes >= 1, runs >= 1 and warmup >= 0")
     data = {"env": environment(d), "settings": {"batch_sizes": list(batch_sizes), "modes": list(modes),
@@ -177,7 +186,12 @@ def run_bench(models: list[str], device: str | torch.device = "cpu", *, batch_si
                 for batch in batch_sizes:
                     r = BenchResult(name, source, str(d), dtype, batch, mode, res, totals["macs"], totals["params"])
                     try:
-                        fwd = fwd or prepare_mode(model, d, DTYPES[dtype], mode)
+                        if mode in engines and source != "effnet":
+                            raise RuntimeError(f"the {mode} engine runs effnet models (it reads the block plan); "
+                                               f"{name} is {source}'s")
+                        if fwd is None:
+                            fwd = (engines[mode](model, d, DTYPES[dtype]) if mode in engines
+                                   else prepare_mode(model, d, DTYPES[dtype], mode))
                         t = time_case(fwd, d, DTYPES[dtype], batch, mode, res, in_chans, warmup, runs)
                         r.median_s, r.iqr_s, r.runs = t.median, t.iqr, len(t.times)
                     except (RuntimeError, torch.cuda.OutOfMemoryError) as e:  # compile/OOM: keep going

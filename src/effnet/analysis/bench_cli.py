@@ -49,7 +49,8 @@ def _list(text: str | None, default, cast=str) -> tuple:
     return items
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, engines: dict | None = None) -> int:
+    """``engines``: more modes (name -> factory), passed in by the command layer (effnet.bench_command)."""
     out = Path(args.out)
     if args.combine:
         check_writable(out / "bench-combined.md", "--out")
@@ -67,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
     models = list(_list(args.models, bench.default_models()))
     batch_sizes = _list(args.batch_sizes, defaults["batch_sizes"], int)
     modes = _list(args.modes, defaults["modes"])
+    modes = (*modes, *(m for m in engines or {} if m not in modes))  # each engine passed in is one more mode
     dtypes = _list(args.dtypes, defaults["dtypes"])
     runs = defaults["runs"] if args.runs is None else args.runs
     warmup = defaults["warmup"] if args.warmup is None else args.warmup
@@ -74,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         check_model_name(name)
     json_path = out / f"bench-{d.type}.json"
     data = bench.run_bench(models, d, batch_sizes=batch_sizes, modes=modes, dtypes=dtypes, warmup=warmup,
-                           runs=runs, resolution=args.resolution,
+                           runs=runs, resolution=args.resolution, engines=engines,
                            on_result=lambda partial: bench_report.write_json(partial, json_path))
     if not args.no_ceilings:
         data["ceilings"] = {}

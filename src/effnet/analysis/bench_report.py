@@ -86,15 +86,16 @@ def markdown_report(data: dict) -> str:
                   ("| model | mode | GMACs/img | median ms | IQR ms | img/s | img/s vs resnet50 | achieved GMAC/s "
                    "| MAC rate vs resnet50 |"), "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
         order = {m: i for i, m in enumerate(dict.fromkeys(r["model"] for r in rows))}
+        modes = (*bench.MODES, *bench.ENGINE_MODES)
         sel = sorted((r for r in rows if r["dtype"] == dtype and r["batch_size"] == batch),
-                     key=lambda r: (order[r["model"]], bench.MODES.index(r["mode"]) if r["mode"] in bench.MODES else 9))
+                     key=lambda r: (order[r["model"]], modes.index(r["mode"]) if r["mode"] in modes else 9))
         base = {r["mode"]: r for r in sel if r["model"] == bench.BASELINE and r.get("median_s")}
         for r in sel:
             if not r.get("median_s"):
                 lines.append(f"| {r['model']} | {r['mode']} | {r['macs'] / 1e9:.3f} | failed: {r['error']} "
                              "| | | | | |")
                 continue
-            b = base.get(r["mode"])
+            b = base.get(r["mode"]) or (base.get("compile") if r["mode"] in bench.ENGINE_MODES else None)
             ratio_t = f"{r['throughput'] / b['throughput']:.2f}x" if b else "-"
             ratio_m = f"{r['mac_rate'] / b['mac_rate']:.2f}x" if b else "-"
             lines.append(f"| {r['model']} | {r['mode']} | {r['macs'] / 1e9:.3f} | {r['median_s'] * 1e3:.3f} | "
