@@ -6,7 +6,8 @@
 
 Parts: ``check`` (every block type, bf16 fused vs float32 PyTorch; whole models with calibrated BN statistics;
 models trained by ``effnet train`` if runs/digits*/best.safetensors exist), ``kernels`` (copy bandwidth; each
-depthwise layer of B0 alone, ours vs cuDNN), ``fused`` (FusedNet per model), ``blocks`` (per-block GPU time
+depthwise layer of B0 alone, ours (bias, act, SE squeeze) vs cuDNN's conv alone (no bias: its bias
+is a separate add kernel)), ``fused`` (FusedNet per model), ``blocks`` (per-block GPU time
 of B0: fused vs eager effnet), ``baselines`` (torchvision + torch.compile, effnet BN-folded + torch.compile,
 FusedNet, in one loop; batch 1 with CUDA graphs).  Medians of CUDA-event timings.
 """
@@ -148,22 +149,28 @@ def part_check() -> None:
 
 @torch.no_grad()
 def check_trained(path: str) -> None:
+    """A model trained by ``effnet train``: its validation split, through the checkpoint's own eval transform
+    (size, crop, normalisation, as ``effnet evaluate`` reads them), float32 PyTorch vs the fused engine."""
     from effnet.kernels import FusedNet
-    from effnet.train.data import eval_transform, load_digits
+    from effnet.train.config import TrainConfig
+    from effnet.train.data import Transformed, file_transform, load_dataset
+    from effnet.weights import load_checkpoint
 
-    model = effnet.load(path).cuda().eval()
-    images, targets = load_digits()
-    with open(os.path.join(os.path.dirname(path), "config.json")) as f:
-        train_cfg = json.load(f)["train"]
-    res = train_cfg.get("eval_size") or train_cfg.get("image_size") or 32
-    tf = eval_transform(res, 1.0, (0.5,) * 3, (0.5,) * 3)  # the digits' eval transform, as in training
-    x = torch.stack([tf(img) for img in images]).cuda()
+    model, meta = load_checkpoint(path)
+    model = model.cuda().eval()
+    training = meta.training or {}
+    split = training.get("split", {})
+    data = load_dataset(TrainConfig(data=training.get("data_source"), val_fraction=split.get("val_fraction", 0.2),
+                                    split_seed=split.get("split_seed", 0), classes=training.get("classes_kept"),
+                                    progress=False))
+    val = Transformed(data.val, file_transform(meta))
+    x = torch.stack([val[i][0] for i in range(len(val))]).cuda()
+    t = torch.tensor([val[i][1] for i in range(len(val))]).cuda()
     ref = model(x)
     y = FusedNet(model, dtype=torch.bfloat16)(x.to(torch.bfloat16).contiguous(memory_format=torch.channels_last))
-    t = targets.cuda()
-    emit(part="check_trained", checkpoint=path, model=model.config.name, images=len(t), res=res,
-         acc_torch_fp32=float((ref.argmax(1) == t).float().mean()), acc_fused_bf16=float((y.argmax(1) == t).float().mean()),
-         rel_err=rel(y, ref), **agreement(y, ref))
+    emit(part="check_trained", checkpoint=path, model=model.config.name, images=len(t), split="validation",
+         res=list(x.shape[2:]), acc_torch_fp32=float((ref.argmax(1) == t).float().mean()),
+         acc_fused_bf16=float((y.argmax(1) == t).float().mean()), rel_err=rel(y, ref), **agreement(y, ref))
 
 
 @torch.no_grad()
@@ -187,7 +194,7 @@ def part_kernels() -> None:
         pads = _pads((h, h), s.kernel, s.stride, s.padding)
         ours = bench(lambda: fused.ops.depthwise(x, *layer["dw"], s.kernel, s.stride, pads, layer["act"], True), 15)
         conv = nn.Conv2d(s.mid_channels, s.mid_channels, s.kernel, s.stride, s.kernel // 2, groups=s.mid_channels,
-                         bias=True).cuda().to(torch.bfloat16).to(memory_format=torch.channels_last)
+                         bias=False).cuda().to(torch.bfloat16).to(memory_format=torch.channels_last)
         xc = x.permute(0, 3, 1, 2)
         cud = bench(lambda: conv(xc), 15)
         oh = -(-h // s.stride)
@@ -197,34 +204,6 @@ def part_kernels() -> None:
              cudnn_pct_copy=100 * nbytes / cud / 1e6 / copy_gbs)
         tot_ours, tot_cudnn, h = tot_ours + ours, tot_cudnn + cud, oh
     emit(part="depthwise_total", model="efficientnet_b0", batch=256, ours_ms=tot_ours, cudnn_ms=tot_cudnn)
-
-
-@torch.no_grad()
-def part_dwvariants() -> None:
-    """B0's stride-1 depthwise layers at batch 256, every depthwise tile config, GPU time through CUDA graphs,
-    against cuDNN."""
-    from effnet.kernels import triton_ops, tune
-
-    a = torch.empty(1 << 29, dtype=torch.bfloat16, device="cuda").normal_()
-    b = torch.empty_like(a)
-    copy_gbs = 2 * a.numel() * 2 / graph_ms(lambda: b.copy_(a)) / 1e6
-    a = b = None
-    emit(part="copy", gb_s=copy_gbs)
-    for hw, c, k in ((112, 32, 3), (56, 144, 3), (28, 240, 5), (14, 480, 3), (14, 480, 5), (14, 672, 5),
-                     (7, 1152, 5), (7, 1152, 3)):
-        x = torch.randn(256, hw, hw, c, device="cuda", dtype=torch.bfloat16)
-        w, bias = torch.randn(k * k, c, device="cuda"), torch.randn(c, device="cuda")
-        p = (k - 1) // 2
-        nbytes = 2 * 2 * x.numel()
-        row = {"part": "dw_variant", "hw": hw, "channels": c, "k": k}
-        for cfg in tune.DEPTHWISE:  # (at commit 68c84a7 also a row-walking variant, tune.DEPTHWISE_ROWS)
-            name = "tile"
-            ms = graph_ms(lambda: triton_ops._depthwise_launch(x, w, bias, k, 1, (p,) * 4, 3, True, hw, hw, cfg))
-            row[f"{name}_{'_'.join(f'{k_}{v}' for k_, v in cfg.items())}_pct"] = round(100 * nbytes / ms / 1e6 / copy_gbs, 1)
-        conv = nn.Conv2d(c, c, k, 1, p, groups=c, bias=True).cuda().to(torch.bfloat16).to(memory_format=torch.channels_last)
-        xc = x.permute(0, 3, 1, 2)
-        row["cudnn_pct"] = round(100 * nbytes / graph_ms(lambda: conv(xc)) / 1e6 / copy_gbs, 1)
-        emit(**row)
 
 
 def channels_last_input(batch: int, res: int, dtype=torch.bfloat16) -> torch.Tensor:
@@ -305,44 +284,110 @@ def per_block(model: nn.Module, fused, unfused, res: int, batch: int = 256) -> N
              io_mb=nbytes / 1e6, fused_gb_s=nbytes / t_fused / 1e6)
 
 
+def _baseline_runner(who: str, name: str, batch: int):
+    """The timed call of one torch.compile baseline, compiled and warmed up."""
+    import torchvision
+
+    tv_name, res = MODELS[name]
+    torch.backends.cudnn.benchmark = True
+    m = getattr(torchvision.models, tv_name)() if who == "torchvision_compile" else fold_bn(
+        randomize_bn(effnet.create_model(name)))
+    m = randomize_bn(m).cuda().eval().to(memory_format=torch.channels_last)
+    cm = torch.compile(m, mode="reduce-overhead" if batch == 1 else None)
+    xf = channels_last_input(batch, res).float().contiguous(memory_format=torch.channels_last)
+
+    def run():
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            return cm(xf)
+    run()
+    run()
+    torch.cuda.synchronize()
+    return run
+
+
+@torch.no_grad()
+def case_process(folder: str, i: int, who: str, name: str, batch: int) -> None:
+    """One baseline in its own process: compile while the others compile, time only when told (alone)."""
+    t0 = time.time()
+    run = _baseline_runner(who, name, batch)
+    setup = time.time() - t0
+    open(os.path.join(folder, f"ready_{i}"), "w").close()
+    while not os.path.exists(os.path.join(folder, f"go_{i}")):
+        time.sleep(0.1)
+    ms = bench(run, 100 if batch == 1 else 20)
+    res = MODELS[name][1]
+    row = {"part": "speed_final", "who": who, "model": name, "res": res, "batch": batch, "ms": ms,
+           "img_s": batch / ms * 1e3, "setup_s": setup}
+    with open(os.path.join(folder, f"row_{i}.json"), "w") as f:
+        json.dump(row, f)
+
+
+@torch.no_grad()
+def precompile_process(name: str, batch: int) -> None:
+    """Compile every tile candidate and path of the fused engine for one model (nothing timed, nothing chosen)."""
+    from effnet.kernels import FusedNet, tune
+
+    tune.compile_only = True
+    fused = FusedNet(randomize_bn(effnet.create_model(name)).cuda().eval(), dtype=torch.bfloat16, cuda_graph=False)
+    fused(channels_last_input(batch, MODELS[name][1]))
+    torch.cuda.synchronize()
+
+
+def _wait(paths: list[str], procs: list, deadline: float) -> None:
+    while time.time() < deadline and not all(os.path.exists(p) or pr.poll() is not None
+                                             for p, pr in zip(paths, procs)):
+        time.sleep(0.2)
+
+
 @torch.no_grad()
 def part_baselines() -> None:
-    import torchvision
+    """torchvision + compile and BN-folded effnet + compile, each compiled in its own process at the same time
+    (and the fused engine's kernels compiled alongside), then timed one at a time on the idle GPU; then the
+    fused engine, tuned and timed in this process."""
+    import subprocess
+    import tempfile
 
     from effnet.kernels import FusedNet
 
-    torch.backends.cudnn.benchmark = True
     only = os.environ.get("ONLY", ",".join(MODELS)).split(",")
-    for name, (tv_name, res) in MODELS.items():
+    cases = [(who, name, batch) for name in MODELS if name in only
+             for who in ("torchvision_compile", "effnet_folded_compile")
+             for batch in ((256, 1) if name == "efficientnet_b0" else (256,))]
+    folder = tempfile.mkdtemp()
+    me = os.path.abspath(__file__)
+    t_start = time.time()
+    procs = [subprocess.Popen([sys.executable, me, "__case__", folder, str(i), who, name, str(batch)])
+             for i, (who, name, batch) in enumerate(cases)]
+    pre = [subprocess.Popen([sys.executable, me, "__precompile__", name, str(batch)])
+           for name in MODELS if name in only for batch in ((256, 1) if name == "efficientnet_b0" else (256,))]
+    deadline = time.time() + float(os.environ.get("COMPILE_LIMIT_S", "420"))
+    _wait([os.path.join(folder, f"ready_{i}") for i in range(len(cases))], procs, deadline)
+    for p in pre:
+        p.wait(timeout=max(1.0, deadline - time.time()))
+    emit(part="baseline_compile", seconds=time.time() - t_start, precompile_rcs=[p.returncode for p in pre])
+    for i, (who, name, batch) in enumerate(cases):
+        open(os.path.join(folder, f"go_{i}"), "w").close()
+        procs[i].wait(timeout=120)
+        path = os.path.join(folder, f"row_{i}.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                emit(**json.load(f))
+        else:
+            emit(part="speed_final", who=who, model=name, batch=batch, error=f"case process exit {procs[i].returncode}")
+    for name, (_, res) in MODELS.items():
         if name not in only:
             continue
-        batches = (256, 1) if name == "efficientnet_b0" else (256,)
-        makers = {
-            "torchvision_compile": lambda: getattr(torchvision.models, tv_name)(),
-            "effnet_folded_compile": lambda: fold_bn(randomize_bn(effnet.create_model(name))),
-            "effnet_fused": None,
-        }
-        for who, make in makers.items():
-            for batch in batches:
-                x = channels_last_input(batch, res)
-                t0 = time.time()
-                if make is None:
-                    fn = FusedNet(randomize_bn(effnet.create_model(name)).cuda().eval(), dtype=torch.bfloat16)
-                    run = lambda fn=fn: fn(x)
-                else:
-                    m = randomize_bn(make()).cuda().eval().to(memory_format=torch.channels_last)
-                    cm = torch.compile(m, mode="reduce-overhead" if batch == 1 else None)
-                    xf = x.float().contiguous(memory_format=torch.channels_last)
-
-                    def run(cm=cm, xf=xf):
-                        with torch.autocast("cuda", dtype=torch.bfloat16):
-                            return cm(xf)
-                run()
-                torch.cuda.synchronize()
-                ms = bench(run, 100 if batch == 1 else 20)
-                emit(part="speed_final", who=who, model=name, res=res, batch=batch, ms=ms, img_s=batch / ms * 1e3,
-                     setup_s=time.time() - t0)
-                torch.cuda.empty_cache()
+        for batch in (256, 1) if name == "efficientnet_b0" else (256,):
+            x = channels_last_input(batch, res)
+            t0 = time.time()
+            fn = FusedNet(randomize_bn(effnet.create_model(name)).cuda().eval(), dtype=torch.bfloat16)
+            fn(x)
+            torch.cuda.synchronize()
+            ms = bench(lambda: fn(x), 100 if batch == 1 else 20)
+            emit(part="speed_final", who="effnet_fused", model=name, res=res, batch=batch, ms=ms,
+                 img_s=batch / ms * 1e3, setup_s=time.time() - t0)
+            fn = None
+            torch.cuda.empty_cache()
 
 
 @torch.no_grad()
@@ -391,13 +436,19 @@ def fold_bn(m: nn.Module) -> nn.Module:
 def main() -> None:
     import triton
 
+    if sys.argv[1:2] == ["__case__"]:
+        folder, i, who, name, batch = sys.argv[2:7]
+        return case_process(folder, int(i), who, name, int(batch))
+    if sys.argv[1:2] == ["__precompile__"]:
+        return precompile_process(sys.argv[2], int(sys.argv[3]))
+
     parts = os.environ.get("PARTS", "check,kernels,fused,baselines").split(",")
     emit(part="env", gpu=torch.cuda.get_device_name(), torch=torch.__version__, triton=triton.__version__,
          parts=parts, argv=sys.argv)
     for p in parts:
         t0 = time.time()
         {"check": part_check, "kernels": part_kernels, "fused": part_fused, "baselines": part_baselines,
-         "blocks": part_blocks, "profile": part_profile, "dwvariants": part_dwvariants}[p]()
+         "blocks": part_blocks, "profile": part_profile}[p]()
         emit(part="timing", section=p, seconds=time.time() - t0)
 
 

@@ -28,6 +28,9 @@ CONV = [config(BM=128, BN=64, BK=32, warps=4, stages=3), config(BM=64, BN=64, BK
 
 # Time candidates on first use of a shape; off: the cached winner or the first candidate (quick start-up).
 enabled = True
+# Launch every candidate once and choose nothing (fills Triton's compile cache, e.g. in parallel worker
+# processes, so that the timing later, on an idle GPU, compiles nothing).
+compile_only = False
 
 _memory: dict[str, dict] = {}
 _loaded: set[Path] = set()
@@ -95,6 +98,13 @@ def pick(kind: str, key: tuple, candidates: list[dict], run: Callable[[dict], ob
         return _memory[name]
     cands = _clipped(candidates, clip or {})
     if interpreting():
+        return cands[0]
+    if compile_only and not capturing():
+        for c in cands:
+            try:
+                run(c)
+            except Exception:  # noqa: BLE001  as when timing: a config this card cannot run is skipped
+                pass
         return cands[0]
     _load(cache_path())
     if name in _memory:
