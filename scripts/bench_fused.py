@@ -123,12 +123,16 @@ def part_check() -> None:
         cfg = ModelConfig(spec=NetSpec(cin, (stage,), None), num_classes=0, activation=act, padding=pad)
         model = randomize_bn(EfficientConvNet(cfg)).eval().cuda()
         block = model.stages[0][0]
-        for fuse in (True, False):
-            fused = FusedNet(model, dtype=torch.bfloat16, fuse_expand=fuse, library_convs=not fuse)
+        # paths: MBConv fused expand + depthwise (or separate where none) / library depthwise / ours separate;
+        # Fused-MBConv: our conv kernel / the library's conv
+        for fuse, lib, path in ((True, False, "fused"), (False, True, "library"), (False, False, "separate")):
+            if stage.block is not MB and path == "separate":
+                continue
+            fused = FusedNet(model, dtype=torch.bfloat16, fuse_expand=fuse, library_convs=lib)
             x = torch.randn(8, cin, size, size, device="cuda")
             ref = block(x)
             y = fused.run_block(nhwc(x).to(torch.bfloat16), fused.layers[0]).permute(0, 3, 1, 2)
-            emit(part="check_block", block=name, fuse_expand=fuse, rel_err=rel(y, ref), ok=rel(y, ref) <= 2e-2)
+            emit(part="check_block", block=name, path=path, rel_err=rel(y, ref), ok=rel(y, ref) <= 2e-2)
     for name in ("efficientnet_b0", "mobilenet_v2_100", "efficientnet_v2_s", "mobilenet_v1_100",
                  "efficientnet_lite0") if "models" in what else ():
         res = effnet.model_config(name).resolution
@@ -363,11 +367,17 @@ def part_baselines() -> None:
     deadline = time.time() + float(os.environ.get("COMPILE_LIMIT_S", "420"))
     _wait([os.path.join(folder, f"ready_{i}") for i in range(len(cases))], procs, deadline)
     for p in pre:
-        p.wait(timeout=max(1.0, deadline - time.time()))
+        try:
+            p.wait(timeout=max(1.0, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            p.kill()
     emit(part="baseline_compile", seconds=time.time() - t_start, precompile_rcs=[p.returncode for p in pre])
     for i, (who, name, batch) in enumerate(cases):
         open(os.path.join(folder, f"go_{i}"), "w").close()
-        procs[i].wait(timeout=120)
+        try:
+            procs[i].wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            procs[i].kill()
         path = os.path.join(folder, f"row_{i}.json")
         if os.path.exists(path):
             with open(path) as f:

@@ -21,10 +21,10 @@ def load(path: str) -> list[dict]:
 
 
 def speed_table(rows: list[dict]) -> tuple[str, list[tuple]]:
-    t = {(r["model"], r["batch"], r["who"]): r["ms"] for r in rows if r["part"] == "speed_final"}
+    t = {(r["model"], r["batch"], r["who"]): r["ms"] for r in rows if r["part"] == "speed_final" and "ms" in r}
     lines = [("| model | px | batch | torchvision + compile ms | effnet BN-folded + compile ms | effnet fused ms "
               "| fused vs torchvision | fused vs folded | bar |"), "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
-    res = {r["model"]: r["res"] for r in rows if r["part"] == "speed_final"}
+    res = {r["model"]: r["res"] for r in rows if r["part"] == "speed_final" and "res" in r}
     chart = []
     for model, batch in sorted({(m, b) for m, b, _ in t}, key=lambda k: (k[0], -k[1])):
         ms = [t.get((model, batch, w)) for w in WHO]
@@ -60,7 +60,7 @@ def per_block_table(rows: list[dict]) -> str:
 
 
 def depthwise_table(rows: list[dict]) -> str:
-    lines = ["| block | k | s | H=W in | C | ours ms | cuDNN ms | ours % of copy BW | cuDNN % of copy BW |",
+    lines = ["| block | k | s | H=W in | C | ours ms | cuDNN conv alone ms | ours % of copy BW | cuDNN % of copy BW |",
              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         if r["part"] == "depthwise":
@@ -72,10 +72,11 @@ def depthwise_table(rows: list[dict]) -> str:
 
 
 def check_tables(rows: list[dict]) -> str:
-    out = ["| block | expand+dw fused / ours conv | rel. error bf16 vs fp32 | <= 2e-2 |", "|---|---|---:|---|"]
+    out = ["| block | path | rel. error bf16 vs fp32 | <= 2e-2 |", "|---|---|---:|---|"]
     for r in rows:
         if r["part"] == "check_block":
-            out.append(f"| {r['block']} | {r['fuse_expand']} | {r['rel_err']:.2e} | {'yes' if r['ok'] else 'NO'} |")
+            out.append(f"| {r['block']} | {r.get('path', r.get('fuse_expand'))} | {r['rel_err']:.2e} | "
+                       f"{'yes' if r['ok'] else 'NO'} |")
     out += ["", ("| model | px | fused bf16 rel. err | top-1 agree | top-5 overlap mean / min | torch bf16 autocast "
                  "rel. err | torch bf16 top-1 agree | torch bf16 top-5 mean / min |"), "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:

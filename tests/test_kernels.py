@@ -139,6 +139,19 @@ def test_depthwise_tuner_candidates(k):
         assert rel(y, nhwc(ref)) < 1e-5 and rel(pooled, ref.sum((2, 3))) < 1e-5, cfg
 
 
+def test_squeeze_of_a_pre_activation():
+    h, b = torch.randn(3, 7, 9, 40), torch.randn(40)  # 63 pixels: one full and one partial pixel block... of 64
+    pooled = dw_ops.squeeze(h, b, 3)
+    assert rel(pooled, F.silu(h + b).sum((1, 2))) < 1e-5
+
+
+def test_pointwise_pre_bias_and_activation_prologue():
+    x, w, b = torch.randn(2, 5, 6, 24), torch.randn(24, 16), torch.randn(16)
+    pre_bias, gate, res = torch.randn(24), torch.rand(2, 24), torch.randn(2, 5, 6, 16)
+    y = ops.pointwise(x, w, b, 0, gate=gate, residual=res, pre_act=3, pre_bias=pre_bias)
+    assert rel(y, (F.silu(x + pre_bias) * gate[:, None, None, :]) @ w + b + res) < 1e-5
+
+
 def test_se_excite():
     n, c, s, hw = 19, 80, 6, 25  # more samples than one program's 16, more channels than its 64
     sums, w1, b1, w2, b2 = torch.randn(n, c), torch.randn(s, c), torch.randn(s), torch.randn(c, s), torch.randn(c)
@@ -203,10 +216,12 @@ def test_block_matches_pytorch(cin, stage, act, padding):
     model = randomize_bn(EfficientConvNet(cfg))
     x = torch.randn(2, cin, 9, 9)
     ref = model.stages[0][0](x)
-    for fuse in (True, False):  # MBConv: expand + depthwise fused or not; Fused-MBConv: ours or the library's conv
-        engine = FusedNet(model, dtype=torch.float32, device="cpu", fuse_expand=fuse, library_convs=not fuse)
+    # MBConv: expand + depthwise fused (where stride 1 with an expand), the library's depthwise with its bias and
+    # activation in the project prologue, or ours separately; Fused-MBConv: ours or the library's conv
+    for fuse, lib in ((True, False), (False, True), (False, False)):
+        engine = FusedNet(model, dtype=torch.float32, device="cpu", fuse_expand=fuse, library_convs=lib)
         y = engine.run_block(nhwc(x), engine.layers[0])
-        assert rel(y, nhwc(ref)) < 1e-4, fuse
+        assert rel(y, nhwc(ref)) < 1e-4, (fuse, lib)
 
 
 @pytest.mark.parametrize("name,kw", [("efficientnet_b0", {"width": 0.25, "depth": 0.25}),

@@ -5,8 +5,11 @@ bf16/fp16, on the GPU) -> logits (float32).  Per block kind (read from its Block
 
 - MBConv: [1x1 expand] -> depthwise (+ SE squeeze in the same pass) -> SE FCs -> 1x1 project with the
   SE gate applied to its A operand as it is loaded and the residual added in its epilogue.  A stride-1
-  MBConv can run expand + depthwise as one kernel (``expand_depthwise``); which of the two is used is
-  timed per block shape on first use (``fuse_expand=None``) or forced (True/False).
+  MBConv can run expand + depthwise as one kernel (``expand_depthwise``), and any MBConv can run the
+  library's depthwise conv (cuDNN, no bias) with its bias and activation applied in the project GEMM's
+  prologue (and the SE squeeze as one extra read); which way is used is timed per block shape on
+  first use (``fuse_expand=None``, ``library_convs=None``) or forced (``fuse_expand=True``: the fused
+  kernel where there is one; ``library_convs=True``: the library's depthwise; False: never).
 - Fused-MBConv: kxk conv + act + 1x1 project (+ residual) in one kernel when the expanded width fits a
   tile (<= 256), or the library's conv (cuDNN) with the activation applied in the project GEMM's
   prologue, again timed per shape (``library_convs=None``) or forced; with SE, conv then project GEMM.
@@ -45,18 +48,19 @@ def _load_ops():
                            "install it with `pip install triton` on a machine with a CUDA GPU") from None
     return SimpleNamespace(**{k: getattr(triton_ops, k) for k in ("ACT_CODES", "pointwise", "se_excite", "conv")},
                            depthwise=triton_depthwise.depthwise, pad_dw_weights=triton_depthwise.pad_weights,
+                           squeeze=triton_depthwise.squeeze,
                            expand_depthwise=triton_fused.expand_depthwise)
 
 
-def _library_conv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, stride: int,
-                  pads: tuple[int, int, int, int]) -> torch.Tensor:
-    """A dense conv through PyTorch (cuDNN on the GPU) on NHWC ``x``; NHWC out, bias added, no activation."""
+def _library_conv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, stride: int,
+                  pads: tuple[int, int, int, int], groups: int = 1) -> torch.Tensor:
+    """A conv through PyTorch (cuDNN on the GPU) on NHWC ``x``; NHWC out, bias added, no activation."""
     xv = x.permute(0, 3, 1, 2)  # channels_last view: no copy
     if len(set(pads)) > 1:
         xv, pad = F.pad(xv, (pads[2], pads[3], pads[0], pads[1])), 0
     else:
         pad = pads[0]
-    return F.conv2d(xv, w, b, stride, pad).permute(0, 2, 3, 1).contiguous()
+    return F.conv2d(xv, w, b, stride, pad, groups=groups).permute(0, 2, 3, 1).contiguous()
 
 
 def _pads(size_hw: tuple[int, int], kernel: int, stride: int, padding: str) -> tuple[int, int, int, int]:
@@ -127,6 +131,7 @@ class FusedNet(nn.Module):
         if fb.depthwise is not None:  # padded rows for the depthwise kernel, plain ones for expand + depthwise
             w, b = self._depthwise(fb.depthwise)
             layer["dw"], layer["dw_fused"] = (self.ops.pad_dw_weights(w), b), (w, b)
+            layer["dw_lib"] = fb.depthwise.weight.to(self.device, self.dtype)  # [C, 1, k, k], for cuDNN
         if fb.se is not None:
             layer["se"] = tuple(self._f32(t) for t in (fb.se.w1, fb.se.b1, fb.se.w2, fb.se.b2))
         if fb.project is not None:
@@ -142,19 +147,37 @@ class FusedNet(nn.Module):
     def _mbconv(self, x: torch.Tensor, L: dict) -> torch.Tensor:
         s, ops, act = L["spec"], self.ops, L["act"]
         pads = _pads(x.shape[1:3], s.kernel, s.stride, s.padding)
+        res = x if s.residual else None
 
-        def separate():
-            h = ops.pointwise(x, *L["expand"], act) if s.has_expand else x
-            return ops.depthwise(h, *L["dw"], s.kernel, s.stride, pads, act, s.has_se)
+        def expand():
+            return ops.pointwise(x, *L["expand"], act) if s.has_expand else x
 
-        if s.has_expand and s.stride == 1:  # expand + depthwise in one kernel, where that is faster
-            d, pooled = self._choose("mbconv_path", (tuple(x.shape), s.mid_channels, s.kernel, s.has_se, act), {
-                "fused": lambda: ops.expand_depthwise(x, *L["expand"], *L["dw_fused"], s.kernel, pads, act, s.has_se),
-                "separate": separate}, None if self.fuse_expand is None else self.fuse_expand)
-        else:
-            d, pooled = separate()
-        gate = ops.se_excite(pooled, d.shape[1] * d.shape[2], *L["se"], act) if s.has_se else None
-        return ops.pointwise(d, *L["project"], 0, gate=gate, residual=x if s.residual else None)
+        def project(d, pooled, **pre):
+            gate = ops.se_excite(pooled, d.shape[1] * d.shape[2], *L["se"], act) if s.has_se else None
+            return ops.pointwise(d, *L["project"], 0, gate=gate, residual=res, **pre)
+
+        def separate():  # expand GEMM, our depthwise (+ bias, act, squeeze), project GEMM
+            return project(*ops.depthwise(expand(), *L["dw"], s.kernel, s.stride, pads, act, s.has_se))
+
+        def fused():  # expand + depthwise in one kernel, project GEMM
+            return project(*ops.expand_depthwise(x, *L["expand"], *L["dw_fused"], s.kernel, pads, act, s.has_se))
+
+        def library():  # cuDNN's depthwise (no bias), squeeze kernel; bias + act in the project GEMM's prologue
+            d = _library_conv(expand(), L["dw_lib"], None, s.stride, pads, groups=s.mid_channels)
+            bias = L["dw"][1]
+            return project(d, ops.squeeze(d, bias, act) if s.has_se else None, pre_act=act, pre_bias=bias)
+
+        paths = {"fused": fused, "separate": separate, "library": library}
+        if not (s.has_expand and s.stride == 1) or self.fuse_expand is False:
+            del paths["fused"]
+        if self.library_convs is False:
+            del paths["library"]
+        forced = ("fused" if self.fuse_expand and "fused" in paths else "library" if self.library_convs
+                  else None)
+        if forced or len(paths) == 1:
+            return paths[forced or next(iter(paths))]()
+        return self._choose("mbconv_path3", (tuple(x.shape), s.mid_channels, s.kernel, s.stride, s.has_se, act,
+                                             *paths), paths, None)
 
     def _fused_mbconv(self, x: torch.Tensor, L: dict) -> torch.Tensor:
         s, ops, act = L["spec"], self.ops, L["act"]
@@ -185,8 +208,8 @@ class FusedNet(nn.Module):
         return out.add_(x) if s.residual else out
 
     def _choose(self, kind: str, key: tuple, paths: dict, first: bool | None):
-        """Run one of two ways of computing a block: ``first`` forces the first (True) or second (False);
-        None times both on first use of this shape and keeps the faster (cached on disk like tile choices)."""
+        """Run one of the ways of computing a block: ``first`` forces the first (True) or second (False);
+        None times all on first use of this shape and keeps the fastest (cached on disk like tile choices)."""
         names = list(paths)
         if first is not None:
             return paths[names[0] if first else names[1]]()

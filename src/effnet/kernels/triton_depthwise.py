@@ -234,6 +234,30 @@ def _depthwise_rows_kernel(x_ptr, w_ptr, bias_ptr, out_ptr, pool_ptr, H, W, C, W
         tl.atomic_add(pool_ptr + n * C + c, tl.sum(ssum, axis=0), mask=c_mask, sem="relaxed")
 
 
+@triton.jit
+def _squeeze_kernel(h_ptr, bias_ptr, pool_ptr, HW, C, n_pb, ACT: tl.constexpr, BP: tl.constexpr, BC: tl.constexpr):
+    pid = tl.program_id(0)
+    n = pid // n_pb
+    p = (pid % n_pb) * BP + tl.arange(0, BP)
+    c = tl.program_id(1) * BC + tl.arange(0, BC)
+    mask = (p < HW)[:, None] & (c < C)[None, :]
+    h = tl.load(h_ptr + n.to(tl.int64) * HW * C + p[:, None] * C + c[None, :], mask=mask, other=0.0)
+    y = _act(h.to(tl.float32) + tl.load(bias_ptr + c, mask=c < C, other=0.0)[None, :], ACT)
+    tl.atomic_add(pool_ptr + n * C + c, tl.sum(tl.where(mask, y, 0.0), axis=0), mask=c < C, sem="relaxed")
+
+
+def squeeze(h: torch.Tensor, bias: torch.Tensor, act: int) -> torch.Tensor:
+    """The SE squeeze of a pre-activation NHWC ``h``: per-sample channel sums of act(h + bias) [N, C] (float32),
+    for a depthwise conv run by the library (whose output is activated later, in the project GEMM)."""
+    nb, hh, ww, c = h.shape
+    bp, bc = 64, min(64, _p2(c))
+    n_pb = triton.cdiv(hh * ww, bp)
+    pooled = torch.zeros((nb, c), device=h.device, dtype=torch.float32)
+    _squeeze_kernel[(nb * n_pb, triton.cdiv(c, bc))](h, bias, pooled, hh * ww, c, n_pb, ACT=act, BP=bp, BC=bc,
+                                                      num_warps=4)
+    return pooled
+
+
 WEIGHT_ALIGN = 128  # weight rows are padded to a multiple of this many channels (the largest channel block)
 
 

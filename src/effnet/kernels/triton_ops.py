@@ -25,10 +25,10 @@ from effnet.kernels.triton_common import ACT_CODES, _act, _p2, out_size  # noqa:
 
 
 @triton.jit
-def _pointwise_kernel(a_ptr, w_ptr, bias_ptr, gate_ptr, res_ptr, out_ptr, pool_ptr,
+def _pointwise_kernel(a_ptr, w_ptr, bias_ptr, gate_ptr, res_ptr, out_ptr, pool_ptr, pre_bias_ptr,
                       HW, M, K, N, blocks_per_sample,
                       ACT: tl.constexpr, HAS_GATE: tl.constexpr, HAS_RES: tl.constexpr, POOL: tl.constexpr,
-                      STORE: tl.constexpr, PER_SAMPLE: tl.constexpr, PRE_ACT: tl.constexpr,
+                      STORE: tl.constexpr, PER_SAMPLE: tl.constexpr, PRE_ACT: tl.constexpr, PRE_BIAS: tl.constexpr,
                       BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
@@ -50,7 +50,10 @@ def _pointwise_kernel(a_ptr, w_ptr, bias_ptr, gate_ptr, res_ptr, out_ptr, pool_p
         k_mask = kk < K
         a = tl.load(a_ptr + rows[:, None] * K + kk[None, :], mask=row_mask[:, None] & k_mask[None, :], other=0.0)
         if PRE_ACT != 0:  # A is a pre-activation (a library conv's output): activate it as it is loaded
-            a = _act(a.to(tl.float32), PRE_ACT).to(a_ptr.dtype.element_ty)
+            af = a.to(tl.float32)
+            if PRE_BIAS:  # ... after adding that conv's bias (the library's bias would be one more pass)
+                af += tl.load(pre_bias_ptr + kk, mask=k_mask, other=0.0)[None, :]
+            a = _act(af, PRE_ACT).to(a_ptr.dtype.element_ty)
         if HAS_GATE:
             g = tl.load(gate_ptr + n * K + kk, mask=k_mask, other=0.0)
             a = (a.to(tl.float32) * g[None, :]).to(a_ptr.dtype.element_ty)
@@ -151,21 +154,22 @@ def _conv_kernel(x_ptr, w_ptr, b_ptr, w2_ptr, b2_ptr, res_ptr, out_ptr,
 
 
 def pointwise(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, act: int, *, gate: torch.Tensor | None = None,
-              residual: torch.Tensor | None = None, pool: bool = False, pre_act: int = 0) -> torch.Tensor:
+              residual: torch.Tensor | None = None, pool: bool = False, pre_act: int = 0,
+              pre_bias: torch.Tensor | None = None) -> torch.Tensor:
     """1x1 conv on NHWC ``x`` [N, H, W, K] with weight ``w`` [K, C_out]; returns NHWC, or the per-sample
     channel sums [N, C_out] (float32) of the activated output when ``pool`` (output map not written).
-    ``pre_act`` activates ``x`` as it is loaded (before the gate)."""
+    ``pre_act`` activates ``x`` as it is loaded (before the gate), after adding ``pre_bias`` [K] (float32)."""
     _nb, h, wd, k = x.shape
     n_out, hw = w.shape[1], h * wd
     per_sample = gate is not None or pool
-    key = (hw, k, n_out, per_sample, gate is not None, residual is not None, pool, act, pre_act)
+    key = (hw, k, n_out, per_sample, gate is not None, residual is not None, pool, act, pre_act, pre_bias is not None)
     cfg = tune.pick("pointwise", key, tune.POINTWISE,
-                    lambda c: _pointwise_launch(x, w, bias, act, gate, residual, pool, c, per_sample, pre_act),
+                    lambda c: _pointwise_launch(x, w, bias, act, gate, residual, pool, c, per_sample, pre_act, pre_bias),
                     clip={"BN": _p2(n_out), "BK": _p2(k)})
-    return _pointwise_launch(x, w, bias, act, gate, residual, pool, cfg, per_sample, pre_act)
+    return _pointwise_launch(x, w, bias, act, gate, residual, pool, cfg, per_sample, pre_act, pre_bias)
 
 
-def _pointwise_launch(x, w, bias, act, gate, residual, pool, cfg, per_sample, pre_act):
+def _pointwise_launch(x, w, bias, act, gate, residual, pool, cfg, per_sample, pre_act, pre_bias=None):
     nb, h, wd, k = x.shape
     n_out, hw = w.shape[1], h * wd
     bm, bn, bk = cfg["BM"], min(cfg["BN"], _p2(n_out)), min(cfg["BK"], _p2(k))
@@ -176,8 +180,9 @@ def _pointwise_launch(x, w, bias, act, gate, residual, pool, cfg, per_sample, pr
     part = torch.empty((nb, bps, n_out), device=x.device, dtype=torch.float32) if pool else out
     _pointwise_kernel[(grid_m, triton.cdiv(n_out, bn))](
         x, w, bias, gate if gate is not None else bias, residual if residual is not None else x, out, part,
+        pre_bias if pre_bias is not None else bias,
         hw, nb * hw, k, n_out, bps, ACT=act, HAS_GATE=gate is not None, HAS_RES=residual is not None,
-        POOL=pool, STORE=not pool, PER_SAMPLE=per_sample, PRE_ACT=pre_act, BM=bm, BN=bn, BK=bk,
+        POOL=pool, STORE=not pool, PER_SAMPLE=per_sample, PRE_ACT=pre_act, PRE_BIAS=pre_bias is not None, BM=bm, BN=bn, BK=bk,
         num_warps=cfg["warps"], num_stages=cfg["stages"])
     return part.sum(1) if pool else out
 

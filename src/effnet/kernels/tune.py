@@ -7,6 +7,7 @@ graph capture nothing is timed: the first candidate (or the cached winner) is us
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -101,10 +102,8 @@ def pick(kind: str, key: tuple, candidates: list[dict], run: Callable[[dict], ob
         return cands[0]
     if compile_only and not capturing():
         for c in cands:
-            try:
+            with contextlib.suppress(Exception):  # as when timing: a config this card cannot run is skipped
                 run(c)
-            except Exception:  # noqa: BLE001  as when timing: a config this card cannot run is skipped
-                pass
         return cands[0]
     _load(cache_path())
     if name in _memory:
