@@ -39,14 +39,14 @@ def _rows(rs: int, tw: int, bc: int, warps: int, **opts: int) -> dict:
 
 
 # Candidates per kernel size, best guess first; the tuner times them per layer shape (row-walking ones at
-# stride 1 only).  Tile configs: from B0's layers at batch 256 on an H100 (docs/benchmarks/fused.md, run 6)
-# each was the fastest, or near it, on some layer.  Row-walking configs: ~2.2 instructions per
-# multiply-add in the loop (ptxas, sm_90) against ~6 for the tile kernel; at k5 they hold 186 registers
-# (168 with a small spill under the cap).
+# stride 1 only).  Tile configs: from B0's layers at batch 256 on an H100 (docs/benchmarks/fused.md, runs 6
+# and 7) each was the fastest, or near it, on some layer.  Row-walking configs: ~2 instructions per
+# multiply-add in the loop (ptxas, sm_90) against ~6 for the tile kernel, 94-118 registers.
 CANDIDATES = {
-    3: [_cfg(32, 32, 1), _cfg(16, 64, 2), _cfg(64, 32, 4), _rows(16, 16, 64, 4), _rows(16, 32, 32, 4)],
-    5: [_cfg(16, 64, 2), _cfg(32, 64, 4, SPEC=1), _cfg(32, 64, 4, GP=1, CF=1, SPEC=1), _rows(16, 16, 64, 4),
-        _rows(16, 16, 64, 4, maxnreg=168)],
+    3: [_cfg(32, 32, 1), _cfg(16, 64, 2), _cfg(64, 32, 4), _rows(16, 32, 32, 4), _rows(16, 16, 32, 2),
+        _rows(16, 16, 64, 4)],
+    5: [_cfg(16, 64, 2), _cfg(32, 64, 4, SPEC=1), _cfg(32, 64, 4, GP=1, CF=1, SPEC=1), _rows(16, 16, 32, 2),
+        _rows(16, 32, 64, 8), _rows(16, 16, 64, 4)],
 }
 
 
@@ -166,9 +166,10 @@ def _rows_tap(acc, xv, w_ptr, wcol, kh: tl.constexpr, kw: tl.constexpr, WS, KS: 
     return acc + xv * tl.load(w_ptr + (kh * KS + kw) * WS + wcol)
 
 
+
 @triton.jit
 def _depthwise_rows_kernel(x_ptr, w_ptr, bias_ptr, out_ptr, pool_ptr, H, W, C, WS, OH, OW, pad_t, pad_l,
-                           n_strips, n_cols, n_cb, KS: tl.constexpr, ACT: tl.constexpr, SQUEEZE: tl.constexpr,
+                           n_strips, n_cols, n_cb, wstep, KS: tl.constexpr, ACT: tl.constexpr, SQUEEZE: tl.constexpr,
                            RS: tl.constexpr, TW: tl.constexpr, BC: tl.constexpr, EVEN_C: tl.constexpr):
     """Stride 1: a program walks down RS output rows of a TW x BC column; every input row is loaded k times
     (once per horizontal tap) and feeds the k output rows that use it, so a loaded and converted element
@@ -196,7 +197,11 @@ def _depthwise_rows_kernel(x_ptr, w_ptr, bias_ptr, out_ptr, pool_ptr, H, W, C, W
     acc3 = zero
     acc4 = zero
     ssum = zero
+    w_row = w_ptr
     for r in range(RS + KS - 1):
+        # wstep is 0, but the compiler cannot know: the weight loads stay in the loop (L1 hits) instead of
+        # being hoisted out of it into k*k*8 registers per thread (200 at k5: spills, two programs per SM)
+        w_row += wstep
         ih = oh0 - pad_t + r
         row_ok = (ih >= 0) & (ih < H)
         for kw in tl.static_range(KS):
@@ -208,12 +213,12 @@ def _depthwise_rows_kernel(x_ptr, w_ptr, bias_ptr, out_ptr, pool_ptr, H, W, C, W
                 m = ok[:, None] & c_mask[None, :]
             xv = tl.load(x_img + (ih * W + iw)[:, None] * C + c[None, :], mask=m, other=0.0).to(tl.float32)
             # input row ih is kernel row kh of output row oh0 + r - kh, held in acc{kh}
-            acc0 = _rows_tap(acc0, xv, w_ptr, wcol, 0, kw, WS, KS)
-            acc1 = _rows_tap(acc1, xv, w_ptr, wcol, 1, kw, WS, KS)
-            acc2 = _rows_tap(acc2, xv, w_ptr, wcol, 2, kw, WS, KS)
+            acc0 = _rows_tap(acc0, xv, w_row, wcol, 0, kw, WS, KS)
+            acc1 = _rows_tap(acc1, xv, w_row, wcol, 1, kw, WS, KS)
+            acc2 = _rows_tap(acc2, xv, w_row, wcol, 2, kw, WS, KS)
             if KS == 5:
-                acc3 = _rows_tap(acc3, xv, w_ptr, wcol, 3, kw, WS, KS)
-                acc4 = _rows_tap(acc4, xv, w_ptr, wcol, 4, kw, WS, KS)
+                acc3 = _rows_tap(acc3, xv, w_row, wcol, 3, kw, WS, KS)
+                acc4 = _rows_tap(acc4, xv, w_row, wcol, 4, kw, WS, KS)
         if KS == 5:  # output row oh0 + r - 4 is complete
             done = acc4
             acc4 = acc3
@@ -302,7 +307,7 @@ def launch(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, kernel: int, st
         n_strips, n_cols = triton.cdiv(oh, rs), triton.cdiv(ow, tw)
         compiled = _depthwise_rows_kernel[(nb * n_strips * n_cols * n_cb,)](
             x, w, bias, out, pooled if squeeze else out, h, wd, c, w.shape[1], oh, ow, pads[0], pads[2], n_strips,
-            n_cols, n_cb, KS=kernel, ACT=act, SQUEEZE=squeeze, RS=rs, TW=tw, BC=bc, EVEN_C=c % bc == 0,
+            n_cols, n_cb, 0, KS=kernel, ACT=act, SQUEEZE=squeeze, RS=rs, TW=tw, BC=bc, EVEN_C=c % bc == 0,
             num_warps=cfg["warps"], **opts)
         return out, (pooled if squeeze else None), compiled
     bp, tw, gp = cfg["BP"], min(cfg["TW"], cfg["BP"]), cfg["GP"]
