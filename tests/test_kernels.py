@@ -184,7 +184,8 @@ def test_expand_depthwise_fused(k, hw):
     x, we, be = torch.randn(2, hw, hw, ci), torch.randn(ci, c), torch.randn(c)
     wd, bd = torch.randn(c, 1, k, k), torch.randn(c)
     pads = _pads((hw, hw), k, 1, "symmetric")
-    y, pooled = fused_ops.expand_depthwise(x, we, be, wd.reshape(c, k * k).t().contiguous(), bd, k, pads, 3, True)
+    wd_rows = dw_ops.pad_weights(wd.reshape(c, k * k).t().contiguous())
+    y, pooled = fused_ops.expand_depthwise(x, we, be, wd_rows, bd, k, pads, 3, True)
     e = F.silu(x @ we + be).permute(0, 3, 1, 2)
     ref = F.silu(F.conv2d(e, wd, bd, 1, k // 2, groups=c))
     assert rel(y, nhwc(ref)) < 1e-5

@@ -128,9 +128,9 @@ class FusedNet(nn.Module):
     def _prepare_block(self, fb: folding.FoldedBlock) -> dict:
         s = fb.spec
         layer: dict = {"spec": s, "act": self.ops.ACT_CODES[s.activation]}
-        if fb.depthwise is not None:  # padded rows for the depthwise kernel, plain ones for expand + depthwise
+        if fb.depthwise is not None:  # weight rows padded to whole channel blocks (unmasked tap loads)
             w, b = self._depthwise(fb.depthwise)
-            layer["dw"], layer["dw_fused"] = (self.ops.pad_dw_weights(w), b), (w, b)
+            layer["dw"] = (self.ops.pad_dw_weights(w), b)
             layer["dw_lib"] = fb.depthwise.weight.to(self.device, self.dtype)  # [C, 1, k, k], for cuDNN
         if fb.se is not None:
             layer["se"] = tuple(self._f32(t) for t in (fb.se.w1, fb.se.b1, fb.se.w2, fb.se.b2))
@@ -160,7 +160,7 @@ class FusedNet(nn.Module):
             return project(*ops.depthwise(expand(), *L["dw"], s.kernel, s.stride, pads, act, s.has_se))
 
         def fused():  # expand + depthwise in one kernel, project GEMM
-            return project(*ops.expand_depthwise(x, *L["expand"], *L["dw_fused"], s.kernel, pads, act, s.has_se))
+            return project(*ops.expand_depthwise(x, *L["expand"], *L["dw"], s.kernel, pads, act, s.has_se))
 
         def library():  # cuDNN's depthwise (no bias), squeeze kernel; bias + act in the project GEMM's prologue
             d = _library_conv(expand(), L["dw_lib"], None, s.stride, pads, groups=s.mid_channels)

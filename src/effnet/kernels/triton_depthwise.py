@@ -277,10 +277,10 @@ def depthwise(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, kernel: int,
     """Depthwise conv on NHWC ``x`` with weight [k*k, C] (best given through ``pad_weights`` once);
     ``pads`` = (top, bottom, left, right).  Returns the output and, when ``squeeze``, its per-sample channel
     sums [N, C] (float32)."""
-    _nb, h, wd, c = x.shape
+    nb, h, wd, c = x.shape
     w = pad_weights(w)
     cands = [c_ for c_ in CANDIDATES.get(kernel, CANDIDATES[5]) if stride == 1 or "RS" not in c_]
-    cfg = tune.pick("depthwise2", (h, wd, c, kernel, stride, act, squeeze), cands,
+    cfg = tune.pick("depthwise3", (nb, h, wd, c, kernel, stride, act, squeeze), cands,
                     lambda c_: launch(x, w, bias, kernel, stride, pads, act, squeeze, c_),
                     clip={"BC": _p2(c)})
     return launch(x, w, bias, kernel, stride, pads, act, squeeze, cfg)[:2]

@@ -18,12 +18,13 @@ import triton.language as tl
 
 from effnet.kernels import tune
 from effnet.kernels.triton_common import _act, _p2
+from effnet.kernels.triton_depthwise import WEIGHT_ALIGN
 from effnet.kernels.tune import config, interpreting
 
 
 @triton.jit
 def _expand_dw_kernel(x_ptr, we_ptr, be_ptr, wd_ptr, bd_ptr, out_ptr, pool_ptr, scratch_ptr,
-                      H, W, CI, C, pad, tiles_h, tiles_w, n_cb, n_tiles,
+                      H, W, CI, C, WS, pad, tiles_h, tiles_w, n_cb, n_tiles,
                       KS: tl.constexpr, ACT: tl.constexpr, SQUEEZE: tl.constexpr,
                       TH: tl.constexpr, TW: tl.constexpr, HP: tl.constexpr, OP: tl.constexpr,
                       BC: tl.constexpr, BK: tl.constexpr):
@@ -68,8 +69,9 @@ def _expand_dw_kernel(x_ptr, we_ptr, be_ptr, wd_ptr, bd_ptr, out_ptr, pool_ptr, 
             for kw in tl.static_range(KS):
                 v = tl.load(slot + ((ol_h + kh) * HTW + ol_w + kw)[:, None] * BC + rc[None, :],
                             mask=o_in[:, None], other=0.0)
-                wd = tl.load(wd_ptr + (kh * KS + kw) * C + c, mask=c_mask, other=0.0)
-                acc2 += v.to(tl.float32) * wd[None, :]
+                # weights padded to WS columns, loaded as a broadcast tile (no layout conversion per tap)
+                wd = tl.load(tl.broadcast_to((wd_ptr + (kh * KS + kw) * WS + c)[None, :], (OP, BC)))
+                acc2 += v.to(tl.float32) * wd
         y = _act(acc2 + tl.load(bd_ptr + c, mask=c_mask, other=0.0)[None, :], ACT)
         oh = th_i * TH + ol_h
         ow = tw_i * TW + ol_w
@@ -94,13 +96,14 @@ PROGRAMS_PER_SM = 4
 def expand_depthwise(x: torch.Tensor, we: torch.Tensor, be: torch.Tensor, wd: torch.Tensor, bd: torch.Tensor,
                      kernel: int, pads: tuple[int, int, int, int], act: int,
                      squeeze: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Stride-1 expand (``we`` [C_in, C]) + depthwise (``wd`` [k*k, C]) on NHWC ``x``; returns the depthwise
+    """Stride-1 expand (``we`` [C_in, C]) + depthwise (``wd`` [k*k, C], padded with ``triton_depthwise.pad_weights``)
+    on NHWC ``x``; returns the depthwise
     output [N, H, W, C] and, when ``squeeze``, its per-sample channel sums [N, C] (float32)."""
     assert len(set(pads)) == 1 and pads[0] == (kernel - 1) // 2, pads  # stride 1, odd k: symmetric
     h, w, ci = x.shape[1:]
     c = we.shape[1]
     cands = CANDIDATES.get(kernel, CANDIDATES[3])
-    cfg = tune.pick("expand_dw", (h, w, ci, c, kernel, act, squeeze), cands,
+    cfg = tune.pick("expand_dw", (x.shape[0], h, w, ci, c, kernel, act, squeeze), cands,
                     lambda c_: _launch(x, we, be, wd, bd, kernel, act, squeeze, c_),
                     clip={"BC": _p2(c), "BK": _p2(ci)})
     return _launch(x, we, be, wd, bd, kernel, act, squeeze, cfg)
@@ -108,6 +111,7 @@ def expand_depthwise(x: torch.Tensor, we: torch.Tensor, be: torch.Tensor, wd: to
 
 def _launch(x, we, be, wd, bd, kernel, act, squeeze, cfg):
     nb, h, w, ci = x.shape
+    assert wd.shape[1] % WEIGHT_ALIGN == 0 and wd.shape[1] >= we.shape[1], "depthwise weights not padded"
     c = we.shape[1]
     th, tw, bc = cfg["TH"], cfg["TW"], cfg["BC"]
     tiles_h, tiles_w, n_cb = triton.cdiv(h, th), triton.cdiv(w, tw), triton.cdiv(c, bc)
@@ -121,7 +125,7 @@ def _launch(x, we, be, wd, bd, kernel, act, squeeze, cfg):
     pooled = torch.zeros((nb, c), device=x.device, dtype=torch.float32) if squeeze else None
     scratch = x.new_empty((grid, hp, bc))
     _expand_dw_kernel[(grid,)](
-        x, we, be, wd, bd, out, pooled if squeeze else out, scratch, h, w, ci, c, (kernel - 1) // 2,
+        x, we, be, wd, bd, out, pooled if squeeze else out, scratch, h, w, ci, c, wd.shape[1], (kernel - 1) // 2,
         tiles_h, tiles_w, n_cb, n_tiles, KS=kernel, ACT=act, SQUEEZE=squeeze, TH=th, TW=tw, HP=hp, OP=op,
         BC=bc, BK=cfg["BK"], num_warps=cfg["warps"], num_stages=cfg["stages"])
     return out, pooled

@@ -159,10 +159,11 @@ def pointwise(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, act: int, *,
     """1x1 conv on NHWC ``x`` [N, H, W, K] with weight ``w`` [K, C_out]; returns NHWC, or the per-sample
     channel sums [N, C_out] (float32) of the activated output when ``pool`` (output map not written).
     ``pre_act`` activates ``x`` as it is loaded (before the gate), after adding ``pre_bias`` [K] (float32)."""
-    _nb, h, wd, k = x.shape
+    nb, h, wd, k = x.shape
     n_out, hw = w.shape[1], h * wd
     per_sample = gate is not None or pool
-    key = (hw, k, n_out, per_sample, gate is not None, residual is not None, pool, act, pre_act, pre_bias is not None)
+    key = (nb, hw, k, n_out, per_sample, gate is not None, residual is not None, pool, act, pre_act,
+           pre_bias is not None)
     cfg = tune.pick("pointwise", key, tune.POINTWISE,
                     lambda c: _pointwise_launch(x, w, bias, act, gate, residual, pool, c, per_sample, pre_act, pre_bias),
                     clip={"BN": _p2(n_out), "BK": _p2(k)})
@@ -203,11 +204,11 @@ def conv(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, kernel: int, stri
          residual: torch.Tensor | None = None) -> torch.Tensor:
     """Dense kxk conv on NHWC ``x``, weight [(kh, kw, ci), C_out]; with ``proj`` = (w2 [C_out, C2], b2) the
     activated result is projected by a 1x1 conv in the same kernel; ``residual`` is added last."""
-    _nb, h, wd, ci = x.shape
+    nb, h, wd, ci = x.shape
     co = w.shape[1]
     oh, ow = out_size(h, kernel, stride, pads[0], pads[1]), out_size(wd, kernel, stride, pads[2], pads[3])
     flat = ci < 16
-    key = (h, wd, ci, co, kernel, stride, act, proj is not None, residual is not None)
+    key = (nb, h, wd, ci, co, kernel, stride, act, proj is not None, residual is not None)
     cfg = tune.pick("conv", key, tune.CONV,
                     lambda c_: _conv_launch(x, w, bias, kernel, stride, pads, act, proj, residual, oh, ow, flat, c_),
                     clip={"BN": _p2(co), "BK": _p2(kernel * kernel * ci if flat else ci)})
