@@ -96,30 +96,43 @@ def _se_kernel(pool_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, gate_ptr, NB, C, S, inv
 
 @triton.jit
 def _conv_kernel(x_ptr, w_ptr, b_ptr, w2_ptr, b2_ptr, res_ptr, out_ptr,
-                 M, H, W, CI, OH, OW, CO, C2, pad_t, pad_l,
-                 KS: tl.constexpr, STRIDE: tl.constexpr, ACT: tl.constexpr, FLAT_K: tl.constexpr,
+                 M, H, W, CI, OH, OW, CO, C2, pad_t, pad_l, n_owb,
+                 KS: tl.constexpr, STRIDE: tl.constexpr, ACT: tl.constexpr, FLAT_K: tl.constexpr,  # 0 or C_in
                  HAS_PROJ: tl.constexpr, HAS_RES: tl.constexpr,
                  BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, BN2: tl.constexpr):
-    rows = tl.program_id(0).to(tl.int64) * BM + tl.arange(0, BM)
-    r_mask = rows < M
-    img = rows // (OH * OW)
-    p = rows % (OH * OW)
-    oh = p // OW
-    ow = p % OW
+    if FLAT_K:  # a program: BM pixels of one output row (image and row are scalars: no division per pixel)
+        t = tl.program_id(0) // n_owb
+        oh = t % OH
+        img = t // OH
+        ow = (tl.program_id(0) % n_owb) * BM + tl.arange(0, BM)
+        r_mask = ow < OW
+        rows = t.to(tl.int64) * OW + ow
+    else:
+        rows = tl.program_id(0).to(tl.int64) * BM + tl.arange(0, BM)
+        r_mask = rows < M
+        img = rows // (OH * OW)
+        p = rows % (OH * OW)
+        oh = p // OW
+        ow = p % OW
     cols = tl.program_id(1) * BN + tl.arange(0, BN)
     c_mask = cols < CO
     acc = tl.zeros((BM, BN), dtype=tl.float32)
     if FLAT_K:  # few input channels (the stem): K = (kh, kw, ci) flattened, gathered element by element
-        KT = KS * KS * CI
-        for k0 in range(0, KT, BK):
+        KT: tl.constexpr = KS * KS * FLAT_K  # FLAT_K is the input channel count: a constant divisor here
+        ih0 = oh * STRIDE - pad_t
+        iw0 = ow * STRIDE - pad_l
+        row_base = ((img.to(tl.int64) * H + ih0) * W + iw0) * FLAT_K  # per output pixel: its tap (0, 0)
+        for k0 in tl.static_range(0, KT, BK):
             kk = k0 + tl.arange(0, BK)
             k_mask = kk < KT
-            tap = kk // CI
-            ci = kk % CI
-            ih = oh[:, None] * STRIDE - pad_t + (tap // KS)[None, :]
-            iw = ow[:, None] * STRIDE - pad_l + (tap % KS)[None, :]
+            tap = kk // FLAT_K
+            kh = tap // KS
+            kw = tap % KS
+            col_off = (kh * W + kw) * FLAT_K + kk % FLAT_K  # per K column: the tap's offset from tap (0, 0)
+            ih = ih0[:, None] + kh[None, :]
+            iw = iw0[:, None] + kw[None, :]
             ok = r_mask[:, None] & k_mask[None, :] & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
-            a = tl.load(x_ptr + ((img[:, None] * H + ih) * W + iw) * CI + ci[None, :], mask=ok, other=0.0)
+            a = tl.load(x_ptr + row_base[:, None] + col_off[None, :], mask=ok, other=0.0)
             w = tl.load(w_ptr + kk[:, None] * CO + cols[None, :], mask=k_mask[:, None] & c_mask[None, :], other=0.0)
             acc = tl.dot(a, w, acc)
     else:  # one tap at a time, channels in blocks of BK
@@ -223,9 +236,11 @@ def _conv_launch(x, w, bias, kernel, stride, pads, act, proj, residual, oh, ow, 
     c2 = proj[0].shape[1] if proj is not None else co
     out = x.new_empty((nb, oh, ow, c2))
     m = nb * oh * ow
-    _conv_kernel[(triton.cdiv(m, cfg["BM"]), 1 if proj is not None else triton.cdiv(co, bn))](
+    n_owb = triton.cdiv(ow, cfg["BM"])
+    grid_m = nb * oh * n_owb if flat else triton.cdiv(m, cfg["BM"])
+    _conv_kernel[(grid_m, 1 if proj is not None else triton.cdiv(co, bn))](
         x, w, bias, proj[0] if proj else w, proj[1] if proj else bias, residual if residual is not None else x, out,
-        m, h, wd, ci, oh, ow, co, c2, pads[0], pads[2], KS=kernel, STRIDE=stride, ACT=act, FLAT_K=flat,
+        m, h, wd, ci, oh, ow, co, c2, pads[0], pads[2], n_owb, KS=kernel, STRIDE=stride, ACT=act, FLAT_K=ci if flat else 0,
         HAS_PROJ=proj is not None, HAS_RES=residual is not None, BM=cfg["BM"], BN=bn, BK=bk, BN2=_p2(c2),
         num_warps=cfg["warps"], num_stages=cfg["stages"])
     return out
