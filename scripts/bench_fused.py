@@ -118,7 +118,7 @@ def part_check() -> None:
 
     tune.enabled = False  # correctness only: first-candidate tiles, no timing
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    what = os.environ.get("CHECK", "blocks,models,trained").split(",")
+    what = os.environ.get("CHECK", "blocks,models,trained,dw").split(",")
     for name, cin, stage, act, pad, size in BLOCKS if "blocks" in what else ():
         cfg = ModelConfig(spec=NetSpec(cin, (stage,), None), num_classes=0, activation=act, padding=pad)
         model = randomize_bn(EfficientConvNet(cfg)).eval().cuda()
@@ -149,6 +149,32 @@ def part_check() -> None:
     for path in ("runs/digits/best.safetensors", "runs/digits_b0/best.safetensors") if "trained" in what else ():
         if os.path.exists(path):
             check_trained(path)
+    if "dw" in what:
+        check_depthwise_candidates()
+
+
+@torch.no_grad()
+def check_depthwise_candidates() -> None:
+    """Every depthwise tile / row-walking candidate on each of B0's depthwise layer shapes (8 images, bf16,
+    SiLU, SE squeeze) against float32 PyTorch: the checks above run only the first candidate."""
+    import torch.nn.functional as F
+
+    from effnet.kernels import triton_depthwise as dw
+
+    for hw, c, k, s in ((112, 32, 3, 1), (112, 96, 3, 2), (56, 144, 3, 1), (56, 144, 5, 2), (28, 240, 5, 1),
+                        (28, 240, 3, 2), (14, 480, 3, 1), (14, 480, 5, 1), (14, 672, 5, 2), (7, 1152, 5, 1)):
+        x = torch.randn(8, hw, hw, c, device="cuda")
+        w, b = torch.randn(k * k, c, device="cuda") * 0.3, torch.randn(c, device="cuda")
+        p = (k - 1) // 2
+        ref = F.silu(F.conv2d(x.permute(0, 3, 1, 2), w.t().reshape(c, 1, k, k), b, s, p, groups=c))
+        errs = {}
+        for cfg in dw.CANDIDATES[k]:
+            if s != 1 and "RS" in cfg:
+                continue
+            y, pooled, _ = dw.launch(x.to(torch.bfloat16), dw.pad_weights(w), b, k, s, (p,) * 4, 3, True, cfg)
+            name = "_".join(f"{a}{v}" for a, v in cfg.items())
+            errs[name] = max(rel(y.permute(0, 3, 1, 2), ref), rel(pooled, ref.sum((2, 3))))
+        emit(part="check_dw", hw=hw, channels=c, k=k, stride=s, rel_err=errs, ok=max(errs.values()) <= 2e-2)
 
 
 @torch.no_grad()
