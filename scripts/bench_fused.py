@@ -379,6 +379,7 @@ def part_baselines() -> None:
 
     from effnet.kernels import FusedNet
 
+    torch.backends.cudnn.benchmark = True  # as in the baselines (the fused engine's library paths use cuDNN)
     only = os.environ.get("ONLY", ",".join(MODELS)).split(",")
     cases = [(who, name, batch) for name in MODELS if name in only
              for who in ("torchvision_compile", "effnet_folded_compile")
