@@ -9,7 +9,8 @@ models trained by ``effnet train`` if runs/digits*/best.safetensors exist), ``ke
 depthwise layer of B0 alone, ours (bias, act, SE squeeze) vs cuDNN's conv alone (no bias: its bias
 is a separate add kernel)), ``fused`` (FusedNet per model), ``blocks`` (per-block GPU time
 of B0: fused vs eager effnet), ``baselines`` (torchvision + torch.compile, effnet BN-folded + torch.compile,
-FusedNet, in one loop; batch 1 with CUDA graphs).  Medians of CUDA-event timings.
+FusedNet; batch 1 with CUDA graphs; in scripts/bench_fused_baselines.py), ``profile`` (fused B0's device time
+by kernel).  Medians of CUDA-event timings.
 """
 
 from __future__ import annotations
@@ -314,119 +315,6 @@ def per_block(model: nn.Module, fused, unfused, res: int, batch: int = 256) -> N
              io_mb=nbytes / 1e6, fused_gb_s=nbytes / t_fused / 1e6)
 
 
-def _baseline_runner(who: str, name: str, batch: int):
-    """The timed call of one torch.compile baseline, compiled and warmed up."""
-    import torchvision
-
-    tv_name, res = MODELS[name]
-    torch.backends.cudnn.benchmark = True
-    m = getattr(torchvision.models, tv_name)() if who == "torchvision_compile" else fold_bn(
-        randomize_bn(effnet.create_model(name)))
-    m = randomize_bn(m).cuda().eval().to(memory_format=torch.channels_last)
-    cm = torch.compile(m, mode="reduce-overhead" if batch == 1 else None)
-    xf = channels_last_input(batch, res).float().contiguous(memory_format=torch.channels_last)
-
-    def run():
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            return cm(xf)
-    run()
-    run()
-    torch.cuda.synchronize()
-    return run
-
-
-@torch.no_grad()
-def case_process(folder: str, i: int, who: str, name: str, batch: int) -> None:
-    """One baseline in its own process: compile while the others compile, time only when told (alone)."""
-    t0 = time.time()
-    run = _baseline_runner(who, name, batch)
-    setup = time.time() - t0
-    open(os.path.join(folder, f"ready_{i}"), "w").close()
-    while not os.path.exists(os.path.join(folder, f"go_{i}")):
-        time.sleep(0.1)
-    ms = bench(run, 100 if batch == 1 else 20)
-    res = MODELS[name][1]
-    row = {"part": "speed_final", "who": who, "model": name, "res": res, "batch": batch, "ms": ms,
-           "img_s": batch / ms * 1e3, "setup_s": setup}
-    with open(os.path.join(folder, f"row_{i}.json"), "w") as f:
-        json.dump(row, f)
-
-
-@torch.no_grad()
-def precompile_process(name: str, batch: int) -> None:
-    """Compile every tile candidate and path of the fused engine for one model (nothing timed, nothing chosen)."""
-    from effnet.kernels import FusedNet, tune
-
-    tune.compile_only = True
-    fused = FusedNet(randomize_bn(effnet.create_model(name)).cuda().eval(), dtype=torch.bfloat16, cuda_graph=False)
-    fused(channels_last_input(batch, MODELS[name][1]))
-    torch.cuda.synchronize()
-
-
-def _wait(paths: list[str], procs: list, deadline: float) -> None:
-    while time.time() < deadline and not all(os.path.exists(p) or pr.poll() is not None
-                                             for p, pr in zip(paths, procs)):
-        time.sleep(0.2)
-
-
-@torch.no_grad()
-def part_baselines() -> None:
-    """torchvision + compile and BN-folded effnet + compile, each compiled in its own process at the same time
-    (and the fused engine's kernels compiled alongside), then timed one at a time on the idle GPU; then the
-    fused engine, tuned and timed in this process."""
-    import subprocess
-    import tempfile
-
-    from effnet.kernels import FusedNet
-
-    torch.backends.cudnn.benchmark = True  # as in the baselines (the fused engine's library paths use cuDNN)
-    only = os.environ.get("ONLY", ",".join(MODELS)).split(",")
-    cases = [(who, name, batch) for name in MODELS if name in only
-             for who in ("torchvision_compile", "effnet_folded_compile")
-             for batch in ((256, 1) if name == "efficientnet_b0" else (256,))]
-    folder = tempfile.mkdtemp()
-    me = os.path.abspath(__file__)
-    t_start = time.time()
-    procs = [subprocess.Popen([sys.executable, me, "__case__", folder, str(i), who, name, str(batch)])
-             for i, (who, name, batch) in enumerate(cases)]
-    pre = [subprocess.Popen([sys.executable, me, "__precompile__", name, str(batch)])
-           for name in MODELS if name in only for batch in ((256, 1) if name == "efficientnet_b0" else (256,))]
-    deadline = time.time() + float(os.environ.get("COMPILE_LIMIT_S", "420"))
-    _wait([os.path.join(folder, f"ready_{i}") for i in range(len(cases))], procs, deadline)
-    for p in pre:
-        try:
-            p.wait(timeout=max(1.0, deadline - time.time()))
-        except subprocess.TimeoutExpired:
-            p.kill()
-    emit(part="baseline_compile", seconds=time.time() - t_start, precompile_rcs=[p.returncode for p in pre])
-    for i, (who, name, batch) in enumerate(cases):
-        open(os.path.join(folder, f"go_{i}"), "w").close()
-        try:
-            procs[i].wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            procs[i].kill()
-        path = os.path.join(folder, f"row_{i}.json")
-        if os.path.exists(path):
-            with open(path) as f:
-                emit(**json.load(f))
-        else:
-            emit(part="speed_final", who=who, model=name, batch=batch, error=f"case process exit {procs[i].returncode}")
-    for name, (_, res) in MODELS.items():
-        if name not in only:
-            continue
-        for batch in (256, 1) if name == "efficientnet_b0" else (256,):
-            x = channels_last_input(batch, res)
-            t0 = time.time()
-            fn = FusedNet(randomize_bn(effnet.create_model(name)).cuda().eval(), dtype=torch.bfloat16)
-            fn(x)
-            torch.cuda.synchronize()
-            ms = bench(lambda: fn(x), 100 if batch == 1 else 20)
-            emit(part="speed_final", who="effnet_fused", model=name, res=res, batch=batch, ms=ms,
-                 img_s=batch / ms * 1e3, setup_s=time.time() - t0)
-            fn = None
-            torch.cuda.empty_cache()
-
-
 @torch.no_grad()
 def part_profile() -> None:
     """Device time of fused B0 at batch 256 by kernel (torch.profiler, no CUDA graph), per forward."""
@@ -456,28 +344,9 @@ def part_profile() -> None:
     emit(part="tune_choices", choices={k: v for k, v in tune._memory.items() if k.startswith("depthwise")})
 
 
-def fold_bn(m: nn.Module) -> nn.Module:
-    """As /work/shared/probes/fold_probe.py: BN folded into each ConvNormAct's conv (bias added)."""
-    from effnet.layers import ConvNormAct
-
-    for mod in m.modules():
-        if isinstance(mod, ConvNormAct) and isinstance(mod.norm, nn.BatchNorm2d):
-            c, bn = mod.conv, mod.norm
-            s = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-            c.weight.data = c.weight.data * s[:, None, None, None]
-            c.bias = nn.Parameter(bn.bias - bn.running_mean * s)
-            mod.norm = nn.Identity()
-    return m
-
-
 def main() -> None:
     import triton
-
-    if sys.argv[1:2] == ["__case__"]:
-        folder, i, who, name, batch = sys.argv[2:7]
-        return case_process(folder, int(i), who, name, int(batch))
-    if sys.argv[1:2] == ["__precompile__"]:
-        return precompile_process(sys.argv[2], int(sys.argv[3]))
+    from bench_fused_baselines import part_baselines  # (scripts/ is on the path: this file's folder)
 
     parts = os.environ.get("PARTS", "check,kernels,fused,baselines").split(",")
     emit(part="env", gpu=torch.cuda.get_device_name(), torch=torch.__version__, triton=triton.__version__,
