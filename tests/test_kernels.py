@@ -280,3 +280,21 @@ def test_bad_inputs_are_one_line_errors():
         engine(torch.randn(1, 3, 8, 8, device="meta"))
     with pytest.raises(ValueError, match="dtype"):
         FusedNet(model, dtype=torch.int8, device="cpu")
+
+
+def test_tune_compile_only_launches_every_candidate_and_chooses_nothing(monkeypatch):
+    from effnet.kernels import tune
+
+    monkeypatch.setattr(tune, "interpreting", lambda: False)  # as on a GPU: no interpreter shortcut
+    monkeypatch.setattr(tune, "compile_only", True)
+    launched = []
+
+    def run(cfg):
+        launched.append(cfg["BM"])
+        if cfg["BM"] == 32:
+            raise RuntimeError("out of shared memory")  # a config the card cannot run is skipped
+
+    cands = [tune.config(BM=128), tune.config(BM=32), tune.config(BM=64)]
+    assert tune.pick("probe_kind", (1, 2), cands, run) == cands[0]
+    assert launched == [128, 32, 64]
+    assert "probe_kind(1, 2)" not in tune._memory  # nothing chosen, nothing cached
