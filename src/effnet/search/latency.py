@@ -5,15 +5,26 @@ position fields (index, stage, drop-path rate), the input size, the batch and th
 (``inference`` forward, or ``train-step`` forward + backward).  The stem and the head (conv, pool,
 classifier) are entries of their own.  A table is cached as JSON per device, so a search times a
 block once across runs; :func:`check` compares predicted with measured whole-network latency.
+
+Why the parts add up to the whole: every part is timed as it runs inside a network (a train-step
+block computes the gradient of its input from an upstream gradient, the stem does not: its input is
+the image), nothing is timed that the network does not do (no loss reduction per block, no
+gradient accumulation into leaves), and what the network does between its blocks, less the timing
+harness's own cost per part, is one calibrated number per block (:meth:`LatencyTable.calibrate`),
+signed: on a GPU one synchronisation per part costs more than the whole network spends between
+blocks.  Whole networks are timed in interleaved rounds (:func:`measure_networks`).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import random
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -27,7 +38,16 @@ from effnet.model import EfficientConvNet
 from effnet.plan import BlockSpec, Plan, expand
 
 MODES = ("inference", "train-step")
-Timer = Callable[[nn.Module, torch.Tensor], float]  # seconds per call of the module on the input
+
+
+class Timer(Protocol):
+    """Seconds per call of ``module`` on ``x``; ``whole``: the module is a whole network, not a part of one."""
+
+    def __call__(self, module: nn.Module, x: torch.Tensor, whole: bool = False) -> float: ...
+
+
+METHOD = 2  # how entries are timed; a cached table timed another way is not reused
+CLOCKS = ("auto", "wall", "thread")
 
 
 def block_key(b: BlockSpec, size: int) -> str:
@@ -40,17 +60,20 @@ def block_key(b: BlockSpec, size: int) -> str:
 
 
 def plan_entries(plan: Plan, resolution: int) -> list[tuple[str, Callable[[], tuple[nn.Module, tuple]]]]:
-    """(key, builder of (module, input shape)) for the stem, every block and the head, in order."""
+    """(key, builder of (module, (channels, size, input_grad))) for the stem, every block and the head, in order.
+
+    ``input_grad``: whether a training step computes the gradient of the part's input (every part's
+    but the stem's, whose input is the image)."""
     st, hd = plan.stem, plan.head
     size = -(-resolution // st.stride)
     entries = [(json.dumps({"stem": asdict(st), "size": resolution}, sort_keys=True),
                 lambda: (ConvNormAct(st.in_channels, st.out_channels, st.kernel, st.stride, activation=st.activation,
-                                     padding=st.padding, bn_eps=st.bn_eps), (st.in_channels, resolution)))]
+                                     padding=st.padding, bn_eps=st.bn_eps), (st.in_channels, resolution, False)))]
     for b in plan.blocks:
-        entries.append((block_key(b, size), lambda b=b, s=size: (build_block(b), (b.in_channels, s))))
+        entries.append((block_key(b, size), lambda b=b, s=size: (build_block(b), (b.in_channels, s, True))))
         size = -(-size // b.stride)
     entries.append((json.dumps({"head": asdict(hd), "size": size}, sort_keys=True),
-                    lambda s=size: (_Head(hd), (hd.in_channels, s))))
+                    lambda s=size: (_Head(hd), (hd.in_channels, s, True))))
     return entries
 
 
@@ -65,56 +88,110 @@ class _Head(nn.Module):
         return self.fc(self.conv(x).mean((2, 3)))
 
 
-def torch_timer(device: str, mode: str, runs: int = 20) -> Timer:
-    """Fastest of ``runs`` calls with effnet's timer: forward (inference) or forward + backward.
+def resolve_clock(device: str, clock: str = "auto") -> str:
+    """``wall``, or ``thread``: the CPU time of the calling thread, which a CPU running torch on one
+    thread spends on the computation itself.  ``auto`` picks ``thread`` there (on a shared machine
+    time spent preempted by other processes is not the network's), else ``wall``."""
+    if clock not in CLOCKS:
+        raise ValueError(f"unknown clock {clock!r}; allowed: {', '.join(CLOCKS)}")
+    single_thread_cpu = torch.device(device).type == "cpu" and torch.get_num_threads() == 1
+    if clock == "thread" and not single_thread_cpu:
+        raise ValueError(f"clock 'thread' needs device cpu with one torch thread (OMP_NUM_THREADS=1), "
+                         f"got {device} with {torch.get_num_threads()} threads")
+    if clock == "auto":
+        return "thread" if single_thread_cpu else "wall"
+    return clock
+
+
+EVICT_BYTES = 8 << 20  # above the per-core L2 of common CPUs (0.5-2 MiB), below their L3
+
+
+def torch_timer(device: str, mode: str, runs: int = 20, clock: str = "auto", evict_bytes: int | None = None) -> Timer:
+    """Fastest of ``runs`` calls with effnet's timer: forward (inference) or a training step's share.
+
+    ``train-step``: forward in training mode, then the gradients of every parameter and, where the
+    input requires grad (every part of a network but the stem), of the input, from an upstream
+    gradient of the output's shape (``torch.autograd.grad``: dense kernels cost the same whatever
+    its values).  No loss, no accumulation into ``.grad``, no optimizer step, for a part and for a
+    whole network alike, so the parts add up to the whole.
+
+    In a network's training step the rest of the network runs between a block's forward and its
+    backward, so the activations the backward reads are no longer in the core's cache; a part
+    timed alone would find them there.  On a CPU the part's train step therefore writes
+    ``evict_bytes`` (default :data:`EVICT_BYTES`; 0: off) between its forward and backward, and the
+    eviction's own time (its fastest, timed once) is taken off.  Whole networks are timed as they run.
 
     The fastest, not the median: on a shared machine a whole network is preempted more often than
-    one short block, so medians of the two disagree while their minima agree.
+    one short block, so medians of the two disagree while their minima agree.  ``clock``: see
+    :func:`resolve_clock`.
     """
     if mode not in MODES:
         raise ValueError(f"unknown latency mode {mode!r}; allowed: {', '.join(MODES)}")
+    clock_fn = time.thread_time if resolve_clock(device, clock) == "thread" else time.perf_counter
+    if evict_bytes is None:
+        evict_bytes = EVICT_BYTES if torch.device(device).type == "cpu" and mode == "train-step" else 0
+    evict, evict_s = _evictor(evict_bytes, device, clock_fn)
 
-    def timer(module: nn.Module, x: torch.Tensor) -> float:
+    def timer(module: nn.Module, x: torch.Tensor, whole: bool = False) -> float:
         module = module.to(device)
-        x = x.to(device)
+        xd = x.detach().to(device).requires_grad_(x.requires_grad)
         if mode == "inference":
             module.eval()
             with torch.inference_mode():
-                return time_fn(lambda: module(x), warmup=3, runs=runs, device=device).min
+                return time_fn(lambda: module(xd), warmup=3, runs=runs, device=device, clock=clock_fn).min
         module.train()
-        x.requires_grad_(True)
+        wrt = [p for p in module.parameters() if p.requires_grad] + ([xd] if xd.requires_grad else [])
+        upstream = torch.randn_like(module(xd))
+        between = (lambda: None) if whole else evict
 
         def step():
-            module(x).float().sum().backward()
+            out = module(xd)
+            between()
+            torch.autograd.grad(out, wrt, upstream)
 
-        return time_fn(step, warmup=3, runs=runs, device=device).min
+        return time_fn(step, warmup=3, runs=runs, device=device, clock=clock_fn).min - (0.0 if whole else evict_s)
 
     return timer
 
 
+def _evictor(nbytes: int, device: str, clock_fn: Callable[[], float]) -> tuple[Callable[[], None], float]:
+    """A function that writes ``nbytes`` of memory (evicting the core's cache), and its fastest time."""
+    if nbytes <= 0:
+        return (lambda: None), 0.0
+    buffer = torch.zeros(nbytes // 4, device=device)
+
+    def evict() -> None:
+        buffer.add_(1.0)
+
+    return evict, min(time_fn(evict, warmup=3, runs=50, device=device, clock=clock_fn).min for _ in range(3))
+
+
 @dataclass
 class LatencyTable:
-    """Seconds per entry key, for one device, mode and batch; filled lazily by ``timer``."""
+    """Seconds per entry key, for one device, mode, batch and clock; filled lazily by ``timer``."""
 
     device: str
     mode: str
     batch: int
+    clock: str = "wall"  # what the entries were timed with (:func:`resolve_clock`)
     entries: dict[str, float] = field(default_factory=dict)
     path: Path | None = None
     timed: int = 0  # entries timed in this process (the rest came from the cache)
 
     @staticmethod
-    def open(cache_dir: str | Path, device_name: str, mode: str, batch: int) -> LatencyTable:
-        """The cached table of this device/mode/batch (empty when none is cached yet)."""
+    def open(cache_dir: str | Path, device_name: str, mode: str, batch: int, clock: str = "wall") -> LatencyTable:
+        """The cached table of this device/mode/batch/clock (empty when none is cached, or it was timed another way)."""
         safe = "".join(c if c.isalnum() else "-" for c in device_name).strip("-").lower()
-        path = Path(cache_dir, f"latency-{safe}-{mode}-b{batch}.json")
-        entries = json.loads(path.read_text())["entries"] if path.exists() else {}
-        return LatencyTable(device_name, mode, batch, entries, path)
+        path = Path(cache_dir, f"latency-{safe}-{mode}-b{batch}-{clock}.json")
+        doc = json.loads(path.read_text()) if path.exists() else {}
+        entries = doc["entries"] if doc.get("method") == METHOD and doc.get("clock") == clock else {}
+        return LatencyTable(device_name, mode, batch, clock, entries, path)
 
     def save(self) -> None:
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            doc = {"device": self.device, "mode": self.mode, "batch": self.batch, "entries": self.entries}
+            doc = {"device": self.device, "mode": self.mode, "batch": self.batch, "clock": self.clock,
+                   "method": METHOD, "entries": self.entries}
             write_atomic(self.path, json.dumps(doc, indent=0).encode())
 
     def predict(self, config: ModelConfig, timer: Timer) -> float:
@@ -125,26 +202,56 @@ class LatencyTable:
         total = self.entries.get(GLUE, 0.0) * len(plan.blocks)
         for key, build in plan_entries(plan, config.resolution):
             if key not in self.entries:
-                module, (channels, size) = build()
-                self.entries[key] = timer(module, torch.randn(self.batch, channels, size, size))
+                module, shape = build()
+                self.entries[key] = timer(module, _input(self.batch, shape))
                 self.timed += 1
             total += self.entries[key]
         return total
 
-
-    def calibrate(self, config: ModelConfig, timer: Timer) -> float:
-        """Time ``config`` whole once and store what its blocks' sum misses, per block (Python and
-        framework calls between blocks, the stage containers); returns that per-block share."""
+    def calibrate(self, config: ModelConfig, timer: Timer, rounds: int = 5) -> float:
+        """Store, per block, what timing ``config`` whole adds to the sum of its parts: the network's
+        own work between blocks (stage containers, its forward's Python) less the harness's cost per
+        part (a synchronisation each on a GPU), so it can be negative.  The whole and each part are
+        timed in turn for ``rounds`` rounds and the fastest of each kept, so both are measured under
+        the same load; the parts' minima also refine their entries.  Returns the per-block share."""
         if GLUE in self.entries:
             return self.entries[GLUE]
-        self.entries[GLUE] = 0.0
-        parts = self.predict(config, timer)
-        whole = measure_network(config, timer, self.batch)
-        self.entries[GLUE] = max(0.0, (whole - parts) / len(expand(config).blocks))
+        config = _timed(config)
+        plan = expand(config)
+        keys = [key for key, _ in plan_entries(plan, config.resolution)]  # repeats share a key: one sum term each
+        items = {key: _part(build, self.batch) for key, build in plan_entries(plan, config.resolution)}
+        items[_WHOLE] = _network(config, self.batch)
+        best = fastest(items, timer, rounds, wholes={_WHOLE})
+        whole = best.pop(_WHOLE)
+        self.entries.update({k: min(t, self.entries.get(k, math.inf)) for k, t in best.items()})
+        self.entries[GLUE] = (whole - sum(self.entries[k] for k in keys)) / len(plan.blocks)
         return self.entries[GLUE]
 
+    def missing(self, config: ModelConfig) -> dict[str, tuple[nn.Module, torch.Tensor]]:
+        """The parts of ``config`` the table has no entry for, built: key -> (module, input)."""
+        config = _timed(config)
+        return {key: _part(build, self.batch) for key, build in plan_entries(expand(config), config.resolution)
+                if key not in self.entries}
 
-GLUE = "between-blocks"  # the calibrated per-block cost outside the blocks
+
+GLUE = "between-blocks"  # the calibrated per-block cost outside the blocks (seconds; may be negative)
+
+
+_WHOLE = object()  # the whole network's key among a calibration's timed items
+
+
+def _input(batch: int, shape: tuple[int, int, bool]) -> torch.Tensor:
+    channels, size, grad = shape
+    return torch.randn(batch, channels, size, size).requires_grad_(grad)
+
+
+def _part(build: Callable[[], tuple[nn.Module, tuple]], batch: int) -> tuple[nn.Module, torch.Tensor]:
+    module, shape = build()
+    return module, _input(batch, shape)
+
+
+def _network(config: ModelConfig, batch: int) -> tuple[nn.Module, torch.Tensor]:
+    return EfficientConvNet(config), _input(batch, (config.in_chans, config.resolution, False))
 
 
 def _timed(config: ModelConfig) -> ModelConfig:
@@ -152,26 +259,44 @@ def _timed(config: ModelConfig) -> ModelConfig:
     return replace(config, drop_path_rate=0.0, drop_rate=0.0)
 
 
-def measure_network(config: ModelConfig, timer: Timer, batch: int, repeats: int = 3) -> float:
-    """Measured seconds of the whole network with the same timer as the table (the fastest of
-    ``repeats`` timings: a whole network spans more of another process's bursts than one block)."""
-    config = _timed(config)
-    model = EfficientConvNet(config)
-    x = torch.randn(batch, config.in_chans, config.resolution, config.resolution)
-    return min(timer(model, x) for _ in range(repeats))
+def fastest(items: dict, timer: Timer, rounds: int, wholes: set = frozenset()) -> dict:
+    """The fastest time of each ``(module, input)`` over ``rounds`` rounds that time every item once in
+    turn: a burst of another process's load (or a slower clock) then costs every item one round,
+    not one item all of its runs, and parts and wholes are measured under the same conditions.
+    ``wholes``: the keys of whole networks."""
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds}")
+    best = dict.fromkeys(items, math.inf)
+    for _ in range(rounds):
+        for key, (module, x) in items.items():
+            best[key] = min(best[key], timer(module, x, whole=key in wholes))
+    return best
 
 
-def check(table: LatencyTable, configs: list[ModelConfig], timer: Timer, tolerance: float = 0.10) -> dict:
-    """Predicted vs measured whole-network latency; ``ok`` when every error is within ``tolerance``."""
-    rows = []
+def check(table: LatencyTable, configs: list[ModelConfig], timer: Timer, tolerance: float = 0.10,
+          rounds: int = 5) -> dict:
+    """Predicted vs measured whole-network latency; ``ok`` when every error is within ``tolerance``.
+
+    The table's missing entries and the whole networks are timed together in ``rounds`` interleaved
+    rounds (:func:`fastest`); entries already in the table (the calibration's) are used as stored.
+    """
+    items: dict = {}
     for c in configs:
-        predicted = table.predict(c, timer)
-        measured = measure_network(c, timer, table.batch)
+        items.update(table.missing(c))
+    items.update({i: _network(_timed(c), table.batch) for i, c in enumerate(configs)})
+    best = fastest(items, timer, rounds, wholes=set(range(len(configs))))
+    table.entries.update({k: t for k, t in best.items() if isinstance(k, str)})
+    table.timed += sum(isinstance(k, str) for k in best)
+    rows = []
+    for i, c in enumerate(configs):
+        predicted, measured = table.predict(c, timer), best[i]
         rows.append({"name": c.name, "predicted_ms": predicted * 1e3, "measured_ms": measured * 1e3,
                      "error": predicted / measured - 1})
     worst = max(abs(r["error"]) for r in rows)
-    return {"device": table.device, "mode": table.mode, "batch": table.batch, "tolerance": tolerance,
-            "worst_error": worst, "ok": worst <= tolerance, "networks": rows}
+    return {"device": table.device, "mode": table.mode, "batch": table.batch, "clock": table.clock,
+            "tolerance": tolerance,
+            "worst_error": worst, "ok": worst <= tolerance, "between_blocks_ms": table.entries.get(GLUE, 0.0) * 1e3,
+            "rounds": rounds, "networks": rows}
 
 
 def random_configs(sample: Callable[[random.Random], ModelConfig], n: int, seed: int = 0) -> list[ModelConfig]:
