@@ -31,7 +31,7 @@ from effnet.search.latency import (
 from effnet.tables import BlockType
 
 
-def fake_timer(module, x, whole=False):
+def fake_timer(module, x):
     """A deterministic stand-in for the device: 1 us per thousand parameters plus 1 us per call."""
     return 1e-6 + 1e-9 * sum(p.numel() for p in module.parameters()) * x.shape[-1]
 
@@ -115,7 +115,8 @@ class WholeTimer:
     def __init__(self, glue_us: float, scale: float = 1.0):
         self.glue_us, self.scale, self.calls = glue_us, scale, []
 
-    def __call__(self, module, x, whole=False):
+    def __call__(self, module, x):
+        whole = isinstance(module, effnet.EfficientConvNet)
         self.calls.append((type(module).__name__, whole))
         if not whole:
             return fake_timer(module, x)
@@ -136,7 +137,7 @@ def test_calibration_is_signed_and_the_check_times_parts_and_networks_in_interle
     timer = WholeTimer(glue_us=-3.0)
     table = LatencyTable(device="fake", mode="train-step", batch=1)
     assert table.calibrate(base, timer, rounds=2) == pytest.approx(-3e-6)
-    assert table.predict(base, timer) == pytest.approx(timer(effnet.EfficientConvNet(base), None, whole=True))
+    assert table.predict(base, timer) == pytest.approx(timer(effnet.EfficientConvNet(base), None))
     rng = random.Random(3)
     configs = [replace(base, spec=apply(base.spec, random_genome(7, rng))) for _ in range(3)]
     timer.calls.clear()
@@ -157,7 +158,7 @@ def test_calibration_is_signed_and_the_check_times_parts_and_networks_in_interle
 
 def test_fastest_keeps_each_items_minimum_over_rounds():
     times = iter([5.0, 7.0, 3.0, 9.0, 4.0, 8.0])  # rounds of (a, b): (5, 7), (3, 9), (4, 8)
-    best = fastest({"a": (None, None), "b": (None, None)}, lambda m, x, whole=False: next(times), rounds=3)
+    best = fastest({"a": (None, None), "b": (None, None)}, lambda m, x: next(times), rounds=3)
     assert best == {"a": 3.0, "b": 7.0}
     with pytest.raises(ValueError, match="rounds must be >= 1"):
         fastest({}, fake_timer, rounds=0)
@@ -167,12 +168,12 @@ def test_train_step_timer_leaves_no_gradients_behind_and_only_the_stem_skips_its
     config = effnet.model_config("efficientnet_b0", width=0.25, depth=0.25, resolution=32, num_classes=3)
     entries = plan_entries(effnet.plan.expand(config), 32)
     assert [build()[1][2] for _, build in entries] == [False] + [True] * (len(entries) - 1)
-    timer = torch_timer("cpu", "train-step", runs=2, clock="wall", evict_bytes=1 << 16)
+    timer = torch_timer("cpu", "train-step", runs=2, clock="wall")
     module, x = _built(entries[1][1])
     assert timer(module, x) > 0
     assert all(p.grad is None for p in module.parameters()) and x.grad is None  # nothing accumulated
     model = effnet.EfficientConvNet(config)
-    assert timer(model, torch.randn(2, 3, 32, 32), whole=True) > 0
+    assert timer(model, torch.randn(2, 3, 32, 32)) > 0
     assert all(p.grad is None for p in model.parameters())
 
 

@@ -24,7 +24,6 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Protocol
 
 import torch
 from torch import nn
@@ -38,14 +37,7 @@ from effnet.model import EfficientConvNet
 from effnet.plan import BlockSpec, Plan, expand
 
 MODES = ("inference", "train-step")
-
-
-class Timer(Protocol):
-    """Seconds per call of ``module`` on ``x``; ``whole``: the module is a whole network, not a part of one."""
-
-    def __call__(self, module: nn.Module, x: torch.Tensor, whole: bool = False) -> float: ...
-
-
+Timer = Callable[[nn.Module, torch.Tensor], float]  # seconds per call of the module on the input
 METHOD = 2  # how entries are timed; a cached table timed another way is not reused
 CLOCKS = ("auto", "wall", "thread")
 
@@ -103,10 +95,7 @@ def resolve_clock(device: str, clock: str = "auto") -> str:
     return clock
 
 
-EVICT_BYTES = 8 << 20  # above the per-core L2 of common CPUs (0.5-2 MiB), below their L3
-
-
-def torch_timer(device: str, mode: str, runs: int = 20, clock: str = "auto", evict_bytes: int | None = None) -> Timer:
+def torch_timer(device: str, mode: str, runs: int = 20, clock: str = "auto") -> Timer:
     """Fastest of ``runs`` calls with effnet's timer: forward (inference) or a training step's share.
 
     ``train-step``: forward in training mode, then the gradients of every parameter and, where the
@@ -115,11 +104,9 @@ def torch_timer(device: str, mode: str, runs: int = 20, clock: str = "auto", evi
     its values).  No loss, no accumulation into ``.grad``, no optimizer step, for a part and for a
     whole network alike, so the parts add up to the whole.
 
-    In a network's training step the rest of the network runs between a block's forward and its
-    backward, so the activations the backward reads are no longer in the core's cache; a part
-    timed alone would find them there.  On a CPU the part's train step therefore writes
-    ``evict_bytes`` (default :data:`EVICT_BYTES`; 0: off) between its forward and backward, and the
-    eviction's own time (its fastest, timed once) is taken off.  Whole networks are timed as they run.
+    What this leaves out: in a network's training step the rest of the network runs between a
+    block's forward and its backward, so on a CPU the activations its backward reads have left the
+    core's cache, while a part timed alone finds them there (docs/search.md measures the effect).
 
     The fastest, not the median: on a shared machine a whole network is preempted more often than
     one short block, so medians of the two disagree while their minima agree.  ``clock``: see
@@ -128,11 +115,8 @@ def torch_timer(device: str, mode: str, runs: int = 20, clock: str = "auto", evi
     if mode not in MODES:
         raise ValueError(f"unknown latency mode {mode!r}; allowed: {', '.join(MODES)}")
     clock_fn = time.thread_time if resolve_clock(device, clock) == "thread" else time.perf_counter
-    if evict_bytes is None:
-        evict_bytes = EVICT_BYTES if torch.device(device).type == "cpu" and mode == "train-step" else 0
-    evict, evict_s = _evictor(evict_bytes, device, clock_fn)
 
-    def timer(module: nn.Module, x: torch.Tensor, whole: bool = False) -> float:
+    def timer(module: nn.Module, x: torch.Tensor) -> float:
         module = module.to(device)
         xd = x.detach().to(device).requires_grad_(x.requires_grad)
         if mode == "inference":
@@ -142,28 +126,13 @@ def torch_timer(device: str, mode: str, runs: int = 20, clock: str = "auto", evi
         module.train()
         wrt = [p for p in module.parameters() if p.requires_grad] + ([xd] if xd.requires_grad else [])
         upstream = torch.randn_like(module(xd))
-        between = (lambda: None) if whole else evict
 
         def step():
-            out = module(xd)
-            between()
-            torch.autograd.grad(out, wrt, upstream)
+            torch.autograd.grad(module(xd), wrt, upstream)
 
-        return time_fn(step, warmup=3, runs=runs, device=device, clock=clock_fn).min - (0.0 if whole else evict_s)
+        return time_fn(step, warmup=3, runs=runs, device=device, clock=clock_fn).min
 
     return timer
-
-
-def _evictor(nbytes: int, device: str, clock_fn: Callable[[], float]) -> tuple[Callable[[], None], float]:
-    """A function that writes ``nbytes`` of memory (evicting the core's cache), and its fastest time."""
-    if nbytes <= 0:
-        return (lambda: None), 0.0
-    buffer = torch.zeros(nbytes // 4, device=device)
-
-    def evict() -> None:
-        buffer.add_(1.0)
-
-    return evict, min(time_fn(evict, warmup=3, runs=50, device=device, clock=clock_fn).min for _ in range(3))
 
 
 @dataclass
@@ -221,7 +190,7 @@ class LatencyTable:
         keys = [key for key, _ in plan_entries(plan, config.resolution)]  # repeats share a key: one sum term each
         items = {key: _part(build, self.batch) for key, build in plan_entries(plan, config.resolution)}
         items[_WHOLE] = _network(config, self.batch)
-        best = fastest(items, timer, rounds, wholes={_WHOLE})
+        best = fastest(items, timer, rounds)
         whole = best.pop(_WHOLE)
         self.entries.update({k: min(t, self.entries.get(k, math.inf)) for k, t in best.items()})
         self.entries[GLUE] = (whole - sum(self.entries[k] for k in keys)) / len(plan.blocks)
@@ -259,17 +228,16 @@ def _timed(config: ModelConfig) -> ModelConfig:
     return replace(config, drop_path_rate=0.0, drop_rate=0.0)
 
 
-def fastest(items: dict, timer: Timer, rounds: int, wholes: set = frozenset()) -> dict:
+def fastest(items: dict, timer: Timer, rounds: int) -> dict:
     """The fastest time of each ``(module, input)`` over ``rounds`` rounds that time every item once in
     turn: a burst of another process's load (or a slower clock) then costs every item one round,
-    not one item all of its runs, and parts and wholes are measured under the same conditions.
-    ``wholes``: the keys of whole networks."""
+    not one item all of its runs, and parts and wholes are measured under the same conditions."""
     if rounds < 1:
         raise ValueError(f"rounds must be >= 1, got {rounds}")
     best = dict.fromkeys(items, math.inf)
     for _ in range(rounds):
         for key, (module, x) in items.items():
-            best[key] = min(best[key], timer(module, x, whole=key in wholes))
+            best[key] = min(best[key], timer(module, x))
     return best
 
 
@@ -284,7 +252,7 @@ def check(table: LatencyTable, configs: list[ModelConfig], timer: Timer, toleran
     for c in configs:
         items.update(table.missing(c))
     items.update({i: _network(_timed(c), table.batch) for i, c in enumerate(configs)})
-    best = fastest(items, timer, rounds, wholes=set(range(len(configs))))
+    best = fastest(items, timer, rounds)
     table.entries.update({k: t for k, t in best.items() if isinstance(k, str)})
     table.timed += sum(isinstance(k, str) for k in best)
     rows = []
