@@ -2,7 +2,7 @@
 # The GPU runs of docs/search.md in one call: every part time-boxed, results packed into $OUT after each.
 #
 #   OUT=/tmp/out bash scripts/search_gpu_run.sh                  # on a machine with 2 GPUs
-#   OUT=/tmp/out DEVICE=cpu EPOCHS=1 LIMIT=1 BUDGET=3 CHECK=2 BATCH=2 SCALE=0.2 bash scripts/search_gpu_run.sh
+#   OUT=/tmp/out DEVICE=cpu EPOCHS=1 LIMIT=1 BUDGET=4 CHECK=2 BATCH=2 SCALE=4 PY=python bash scripts/search_gpu_run.sh  # rehearsal
 #
 # 1. candidates per hour, 1 GPU vs 2: the same small compound grid (photos proxy, EPOCHS epochs) run
 #    with CUDA_VISIBLE_DEVICES=0, then 0,1 (the LocalExecutor's one worker per GPU);
