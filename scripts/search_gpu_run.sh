@@ -9,6 +9,8 @@
 # 2. the latency table's check on the GPU, train-step and inference (CHECK random networks, batch BATCH);
 # 3. a short block search with the GPU's train-step latency, then the searched network vs the
 #    compound-scaled base and EfficientNet-B0 at the proxy resolution (scripts/compare_searched.py).
+# In two calls: PARTS=1, then PARTS="2 3" with WORK set to a carried folder holding the first call's
+# results.tgz unpacked (part 3 compares against part 1's compound run).
 # What comes back (7 files): log.txt, env.txt, cph.json, check-{train-step,inference}.json, compare.md, results.tgz
 # (every results folder, checkpoints left out).
 set -u
@@ -21,6 +23,11 @@ POP=${POP:-4}                   # regularised evolution: population (<= BUDGET)
 CHECK=${CHECK:-10}              # networks of each latency check
 BATCH=${BATCH:-32}              # batch of the latency table
 SCALE=${SCALE:-1}               # multiplies every time box (a rehearsal on a slow CPU needs more)
+PARTS=${PARTS:-"1 2 3"}          # which parts run (two calls: PARTS=1, then PARTS="2 3")
+# Time boxes (seconds, times SCALE). Seen on 2 x H100 (docs/search.md): a candidate of 6 epochs trains
+# in 25-33 s alone and 32-41 s beside another; the train-step check needs more than 35 s.
+BOX_1GPU=${BOX_1GPU:-100} BOX_2GPU=${BOX_2GPU:-70} BOX_CHECK=${BOX_CHECK:-35} BOX_SEARCH=${BOX_SEARCH:-75}
+BOX_COMPARE=${BOX_COMPARE:-55}
 WORK=${WORK:-runs/gpu}
 PY=${PY:-python3}
 export PYTHONPATH=src PYTHONUNBUFFERED=1
@@ -69,12 +76,16 @@ EOF
     cp "$WORK/cph.jsonl" "$OUT/cph.json"
     pack
 }
-if [ "$DEVICE" = cuda ]; then rate 1gpu 0 100; rate 2gpu 0,1 70; else rate 1cpu "" 100; fi
+part() { [[ " $PARTS " == *" $1 "* ]]; }
+if part 1; then
+    if [ "$DEVICE" = cuda ]; then rate 1gpu 0 "$BOX_1GPU"; rate 2gpu 0,1 "$BOX_2GPU"; else rate 1cpu "" "$BOX_1GPU"; fi
+fi
 
 # 2. the latency table's check on the device: train-step (the search's T), then inference.
 CHECK_DEVICE=$DEVICE; [ "$DEVICE" = cuda ] && CHECK_DEVICE=cuda:0
 for mode in train-step inference; do
-    run 35 "$PY" -m effnet search blocks --output "$WORK/check-$mode" --check-only --device "$CHECK_DEVICE" \
+    part 2 || break
+    run "$BOX_CHECK" "$PY" -m effnet search blocks --output "$WORK/check-$mode" --check-only --device "$CHECK_DEVICE" \
         --latency "$mode" --latency-table-batch "$BATCH" --check "$CHECK" --cache "$WORK/latency-cache"
     cp "$WORK/check-$mode/latency_check.json" "$OUT/check-$mode.json" 2>/dev/null
     pack
@@ -82,14 +93,15 @@ done
 
 # 3. a short block search with the device's train-step latency (the table of part 2 is reused), then the
 #    searched network vs the compound run's closest-accuracy network, the base, and EfficientNet-B0.
-run 75 "$PY" -m effnet search blocks --output "$WORK/blocks" --data photos --epochs "$EPOCHS" --device "$DEVICE" \
+part 3 || { log "done"; exit 0; }
+run "$BOX_SEARCH" "$PY" -m effnet search blocks --output "$WORK/blocks" --data photos --epochs "$EPOCHS" --device "$DEVICE" \
     --latency train-step --latency-table-batch "$BATCH" --budget "$BUDGET" --population "$POP" --sample 2 --check 0 \
     --cache "$WORK/latency-cache"
 pack
 COMPOUND=$WORK/compound-2gpu
 [ -f "$COMPOUND/summary.json" ] || COMPOUND=$WORK/compound-1gpu
 [ -f "$COMPOUND/summary.json" ] || COMPOUND=$WORK/compound-1cpu
-run 55 "$PY" scripts/compare_searched.py "$WORK/blocks" "$COMPOUND" --device "$CHECK_DEVICE" --b0 \
+run "$BOX_COMPARE" "$PY" scripts/compare_searched.py "$WORK/blocks" "$COMPOUND" --device "$CHECK_DEVICE" --b0 \
     --batches 1 "$BATCH" --modes inference train-step --runs 30 --rounds 3 --json "$WORK/compare.json" \
     --markdown "$WORK/compare.md"
 cp "$WORK/compare.md" "$OUT/" 2>/dev/null
