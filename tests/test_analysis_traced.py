@@ -76,6 +76,8 @@ def test_cpu_trace_times_every_record_by_its_own_ops():
     with torch.inference_mode():
         t = trace_layers(model, x, names, {n: 1.0 for n in names}, torch.device("cpu"), 3, lambda: None)
     assert len(t.spans) == 3 and all(s > 0 for s in t.spans)
+    # one untraced whole forward per round, and each traced round holds exactly one forward's work
+    assert len(t.wholes) == 3 and all(w > 0 for w in t.wholes)
     assert set(t.per_record) == set(names)  # every record, module or functional, got its own work
     assert all(t.per_record[n] > 0 and t.busy[n] <= t.per_record[n] + 1e-9 for n in names)
     # functional records (SE's mean, sigmoid and gate, the residual adds) were matched by op name; the
@@ -101,6 +103,7 @@ def test_a_timed_forward_with_other_work_falls_back_to_the_labelled_pass(monkeyp
 def test_measure_with_the_profiler_method_on_cpu():
     m = measure(tiny_model(), 32, "cpu", warmup=1, runs=3, ceilings=HIGH, per_layer="profiler")
     assert m.per_layer == "profiler" and m.busy_sum_s is not None
+    assert len(m.whole.times) == 3  # the whole forward as timed between the traced ones, one per round
     assert 0 < m.busy_sum_s <= m.per_layer_sum_s
     assert all(t.measured_s is not None for t in m.layers)
     assert any(line.startswith("per-layer sum (torch.profiler op records)") for line in m.summary())

@@ -69,10 +69,11 @@ def test_single_dimension_candidates_follow_the_formula_without_a_macs_counter()
 
 
 @pytest.mark.slow
-def test_tiny_compound_search_end_to_end_and_resume(tmp_path, one_thread):
+def test_tiny_compound_search_end_to_end_and_resume(tmp_path, one_thread, digits_folder):
     out = tmp_path / "search"
     s = Settings(str(out), base=Base(width=0.25, depth=0.25, resolution=32),
-                 recipe=SearchRecipe(data="digits", epochs=1, batch_size=64, latency_runs=2), step=0.1, limit=2,
+                 recipe=SearchRecipe(data=str(digits_folder), epochs=1, batch_size=32, latency_runs=2), step=0.1,
+                 limit=2,
                  phi_max=1, multiples=(2.0,))
     summary = search(s, LocalExecutor(["cpu"]), say=lambda _: None)
     files = sorted((out / "candidates").glob("*.json"))

@@ -18,7 +18,6 @@ from safetensors.torch import save_file
 
 from effnet.cli import main
 from effnet.train import TrainConfig, TrainError, checkpoint, engine, train
-from effnet.train.data import load_digits
 from effnet.weights import load, load_checkpoint, read_weights, save
 from support import train_until_interrupted
 
@@ -27,18 +26,6 @@ TINY = {"model": "mobilenet_v2_035", "epochs": 4, "batch_size": 16, "image_size"
         "lr": 0.004, "workers": 0, "progress": False, "plots": False, "ema_decay": 0.9, "scale_min": 0.6,
         "hflip": 0.0, "randaug_end": 4}
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-
-
-@pytest.fixture(scope="module")
-def digits_folder(tmp_path_factory) -> Path:
-    """30 images per digit written as 8x8 PNG files in root/<digit>/ (split by seeded fraction)."""
-    root = tmp_path_factory.mktemp("digits")
-    images, targets = load_digits()
-    for d in range(10):
-        (root / str(d)).mkdir()
-        for j, i in enumerate(np.flatnonzero(targets.numpy() == d)[:30]):
-            Image.fromarray(images[i].permute(1, 2, 0).numpy()).save(root / str(d) / f"{j}.png")
-    return root
 
 
 def _files(run: Path) -> set[str]:

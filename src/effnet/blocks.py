@@ -10,18 +10,34 @@ from effnet.plan import BlockSpec
 from effnet.tables import BlockType
 
 
-class DepthwiseSeparable(nn.Module):
+class Block(nn.Module):
+    """What every block shares: its spec (checked against the class's block type) and its convs' BN settings."""
+
+    block_type: BlockType
+
+    def __init__(self, spec: BlockSpec, *, bn_momentum: float = 0.1) -> None:
+        super().__init__()
+        _check_type(spec, self.block_type)
+        self.spec = spec
+        self.norm_args = {"bn_eps": spec.bn_eps, "bn_momentum": bn_momentum}
+
+    def shortcut(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``out`` plus the block's input, through stochastic depth, where the spec has a shortcut."""
+        return self.drop_path(out) + x if self.spec.residual else out
+
+
+class DepthwiseSeparable(Block):
     """MobileNetV1's depthwise-separable convolution (Howard et al. 2017, Fig. 3).
 
     depthwise 3x3 -> BN -> act -> pointwise 1x1 -> BN -> act.  Cost ``K*K*C_in*H*W + C_in*C_out*H*W``
     instead of ``K*K*C_in*C_out*H*W``.
     """
 
+    block_type = BlockType.DEPTHWISE_SEPARABLE
+
     def __init__(self, spec: BlockSpec, *, bn_momentum: float = 0.1) -> None:
-        super().__init__()
-        _check_type(spec, BlockType.DEPTHWISE_SEPARABLE)
-        self.spec = spec
-        s, norm = spec, {"bn_eps": spec.bn_eps, "bn_momentum": bn_momentum}
+        super().__init__(spec, bn_momentum=bn_momentum)
+        s, norm = spec, self.norm_args
         self.depthwise = ConvNormAct(s.in_channels, s.in_channels, s.kernel, s.stride, groups=s.in_channels,
                                      activation=s.activation, padding=s.padding, **norm)
         self.pointwise = ConvNormAct(s.in_channels, s.out_channels, 1, activation=s.activation, **norm)
@@ -30,7 +46,7 @@ class DepthwiseSeparable(nn.Module):
         return self.pointwise(self.depthwise(x))
 
 
-class MBConv(nn.Module):
+class MBConv(Block):
     """Inverted residual with linear bottleneck (MobileNetV2 Fig. 3b), "MBConv" in EfficientNet.
 
     expand 1x1 (skipped when the expansion ratio is 1) -> depthwise kxk -> squeeze-excitation
@@ -38,11 +54,11 @@ class MBConv(nn.Module):
     plus the shortcut when stride is 1 and the channel count is unchanged.
     """
 
+    block_type = BlockType.MBCONV
+
     def __init__(self, spec: BlockSpec, *, bn_momentum: float = 0.1) -> None:
-        super().__init__()
-        _check_type(spec, BlockType.MBCONV)
-        self.spec = spec
-        s, norm = spec, {"bn_eps": spec.bn_eps, "bn_momentum": bn_momentum}
+        super().__init__(spec, bn_momentum=bn_momentum)
+        s, norm = spec, self.norm_args
         mid = s.mid_channels
         self.expand = (ConvNormAct(s.in_channels, mid, 1, activation=s.activation, **norm)
                        if s.has_expand else nn.Identity())
@@ -53,24 +69,21 @@ class MBConv(nn.Module):
         self.drop_path = StochasticDepth(s.drop_path_rate) if s.residual else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.project(self.se(self.depthwise(self.expand(x))))
-        if self.spec.residual:
-            out = self.drop_path(out) + x
-        return out
+        return self.shortcut(self.project(self.se(self.depthwise(self.expand(x)))), x)
 
 
-class FusedMBConv(nn.Module):
+class FusedMBConv(Block):
     """Fused-MBConv (EfficientNetV2 Fig. 2): one kxk conv replaces MBConv's expand 1x1 + depthwise.
 
     expand kxk -> squeeze-excitation (optional; EfficientNetV2 uses none) -> project 1x1, linear.
     With expansion ratio 1 the block is a single kxk conv -> BN -> act to the output width.
     """
 
+    block_type = BlockType.FUSED_MBCONV
+
     def __init__(self, spec: BlockSpec, *, bn_momentum: float = 0.1) -> None:
-        super().__init__()
-        _check_type(spec, BlockType.FUSED_MBCONV)
-        self.spec = spec
-        s, norm = spec, {"bn_eps": spec.bn_eps, "bn_momentum": bn_momentum}
+        super().__init__(spec, bn_momentum=bn_momentum)
+        s, norm = spec, self.norm_args
         mid = s.mid_channels
         self.expand = ConvNormAct(s.in_channels, mid, s.kernel, s.stride, activation=s.activation,
                                   padding=s.padding, **norm)
@@ -80,10 +93,7 @@ class FusedMBConv(nn.Module):
         self.drop_path = StochasticDepth(s.drop_path_rate) if s.residual else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.project(self.se(self.expand(x)))
-        if self.spec.residual:
-            out = self.drop_path(out) + x
-        return out
+        return self.shortcut(self.project(self.se(self.expand(x))), x)
 
 
 BLOCKS: dict[BlockType, type[nn.Module]] = {

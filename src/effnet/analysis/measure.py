@@ -1,6 +1,7 @@
 """Measured latency, per layer and for the whole forward, joined with the analytic profile as a roofline.
 
-The whole forward is timed without any instrumentation (:func:`~effnet.analysis.timing.time_fn`).
+The whole forward is timed without any instrumentation (:func:`~effnet.analysis.timing.time_fn`);
+with the profiler method, in rounds between the traced forwards.
 Per layer there are two methods (``per_layer=``):
 
 * ``"profiler"`` (the default on a GPU): torch.profiler's kernel records, labelled by module in one
@@ -270,10 +271,9 @@ def measure(model: nn.Module, input_size: tuple[int, ...] | int, device: str | t
             min_sum, overhead = sum(traced.per_record_min.values()), traced.removed_s
             instrumented = Timing(traced.spans, 1)
             notes += traced.notes
-            # The whole forward again, after: runs on both sides of the traced ones, so a device that
-            # speeds up or slows down meanwhile (clocks, other load) moves both alike.
-            after = time_fn(lambda: fwd(x), warmup=1, runs=runs, device=d)
-            whole = Timing(whole.times + after.times, whole.warmup)
+            # The whole forward as timed between the traced ones, round by round: a host that speeds
+            # up or slows down meanwhile (clocks, other load) moves both alike.
+            whole = Timing(traced.wholes, whole.warmup + len(whole.times))
     if not compile:
         missing = [r.name for r in analytic.layers if r.name not in per_record and (r.bytes or r.flops)]
         if missing:

@@ -7,10 +7,13 @@ Two passes, so that what labels the work does not slow the work being timed:
    unit of work -- a kernel, linked to the aten op that launched it, or on a CPU an aten op called
    from a module's Python -- is labelled with the innermost module call around it and the chain of
    ops that led to it.
-2. **Timing pass** (``runs`` forwards): no hooks, no ranges; on a GPU only CUDA activity, so the
-   profiler records kernels and adds (almost) nothing on the host.  The work of each forward must
-   come in the same sequence as in the labelling pass (checked by name); it takes its label from
-   the same position there.
+2. **Timing pass** (``runs`` rounds): no hooks, no ranges; on a GPU only CUDA activity, so the
+   profiler records kernels and adds (almost) nothing on the host.  Each round is one forward timed
+   with the tracer off (the whole forward), then one traced forward to warm the tracer up (dropped)
+   and one traced forward that is kept: the whole forward and the traced one are neighbours in
+   time, so a host that changes speed between rounds (other processes, clocks) moves both alike.
+   The work of each traced forward must come in the same sequence as in the labelling pass (checked
+   by name); it takes its label from the same position there.
 
 A layer's time in one forward is its work's share of the device timeline: each unit's duration
 plus the idle time just before it, when the device waited for that unit to be launched.  At
@@ -30,13 +33,14 @@ functional records in proportion to their roofline predictions.
 from __future__ import annotations
 
 import statistics
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 from torch.autograd import DeviceType
-from torch.profiler import ProfilerActivity, profile, record_function
+from torch.profiler import ProfilerActivity, profile, record_function, schedule
 
 from effnet.analysis.timing import time_fn
 
@@ -64,6 +68,7 @@ class TracedTimes:
     busy: dict[str, float]  # median over runs of each record's kernel (or op) time alone
     unattributed_s: float  # median over runs of work no record claims
     spans: tuple[float, ...]  # per run, as traced: first unit's start to last unit's end, seconds
+    wholes: tuple[float, ...]  # per round, the forward timed with the tracer off, seconds
     units: int  # units of work per forward
     unmatched: int = 0  # units matched to no record by name (shared within their container, or unattributed)
     tracer_cost_s: float = 0.0  # the tracer's calibrated cost per launch
@@ -103,9 +108,14 @@ def _is_range(e) -> bool:
     return e.name.startswith(RANGE)
 
 
+def _is_step(e) -> bool:
+    """The profiler's own range around each step of a schedule (``ProfilerStep#3``, ``ProfilerStep*``)."""
+    return e.name.startswith("ProfilerStep")
+
+
 def _device_work(events) -> list:
     """Kernel, memcpy and memset records of the device, in start order (annotations left out)."""
-    return sorted((e for e in events if e.device_type == DeviceType.CUDA and not _is_range(e)
+    return sorted((e for e in events if e.device_type == DeviceType.CUDA and not _is_range(e) and not _is_step(e)
                    and not getattr(e, "is_user_annotation", False)), key=lambda e: e.time_range.start)
 
 
@@ -170,8 +180,8 @@ def timed_work(events, device: torch.device) -> list[Work]:
     """The timing pass's work in start order: device records on a GPU, top-level aten ops on a CPU."""
     if device.type == "cuda":
         return [Work(k.name, k.time_range.start, k.time_range.end) for k in _device_work(events)]
-    top = [e for e in events if e.device_type == DeviceType.CPU and e.cpu_parent is None and not e.is_async
-           and e.name.startswith("aten::")]
+    top = [e for e in events if e.device_type == DeviceType.CPU and not e.is_async and e.name.startswith("aten::")
+           and (e.cpu_parent is None or _is_step(e.cpu_parent))]
     return [Work(e.name, e.time_range.start, e.time_range.end) for e in sorted(top, key=lambda e: e.time_range.start)]
 
 
@@ -293,6 +303,29 @@ def attribute(labels: Sequence[tuple[str, str]], times: Sequence[float], functio
     return out, unattributed
 
 
+def timed_rounds(model: nn.Module, x: torch.Tensor, device: torch.device, runs: int,
+                 sync: Callable[[], None]) -> tuple[list[list[Work]], list[float]]:
+    """``runs`` rounds of a forward timed with the tracer off, then a traced forward (after one to warm up).
+
+    Returns the traced forwards' work and the untraced forwards' seconds, one of each per round.
+    """
+    traced: list[list[Work]] = []
+    wholes: list[float] = []
+    rounds = schedule(wait=1, warmup=1, active=1, repeat=runs)  # the tracer is off in the "wait" step
+    with warnings.catch_warnings(), profile(activities=[_timing_activity(device)], schedule=rounds,
+                                            on_trace_ready=lambda p: traced.append(timed_work(p.events(), device))
+                                            ) as prof:
+        warnings.filterwarnings("ignore", "Profiler clears events at the end of each cycle")  # one cycle a round
+        for _ in range(runs):
+            wholes.append(time_fn(lambda: model(x), warmup=0, runs=1, synchronize=sync).times[0])
+            prof.step()
+            for _ in range(2):  # warm-up, then kept
+                model(x)
+                sync()
+                prof.step()
+    return traced, wholes
+
+
 def trace_layers(model: nn.Module, x: torch.Tensor, records: Sequence[str], predicted: dict[str, float],
                  device: torch.device, runs: int, sync: Callable[[], None]) -> TracedTimes:
     """Label the work of one forward of ``model(x)``, time ``runs`` more, and give each record its times."""
@@ -310,18 +343,16 @@ def trace_layers(model: nn.Module, x: torch.Tensor, records: Sequence[str], pred
     # No hooks and, on a GPU, no CPU activity: the host runs the forward as it does untraced, but
     # for the tracer's own cost per launch, calibrated apart and taken off the waits for launches.
     cost = tracer_cost(device, sync)
-    with profile(activities=[_timing_activity(device)]) as prof:
-        for _ in range(runs + 1):  # the first forward pays for the tracer starting up: dropped
-            model(x)
-            sync()
-    timed = timed_work(prof.events(), device)
+    rounds, wholes = timed_rounds(model, x, device, runs, sync)
     k = len(labelled)
     names = [w.name for w in labelled]
-    chunks = [timed[i * k:(i + 1) * k] for i in range(1, len(timed) // k)] if k else []
+    chunks = [c for c in rounds if [w.name for w in c] == names] if k else []
     notes = []
-    if len(timed) != (runs + 1) * k or any([w.name for w in c] != names for c in chunks):
-        notes.append(f"the timed forwards ran other work than the labelled one ({len(timed)} units for "
-                     f"{runs + 1} x {k}): per-layer times are the labelling pass's own, module ranges' cost included")
+    if len(chunks) < len(rounds):
+        notes.append(f"{len(rounds) - len(chunks)} of {len(rounds)} traced forwards ran other work than the "
+                     f"labelled one ({k} units): left out")
+    if not chunks:
+        notes.append("per-layer times are the labelling pass's own, module ranges' cost included")
         chunks = [labelled]
     functional = functional_records(records, modules)
     per_run, busy_run, left, spans, removed = [], [], [], [], []
@@ -344,5 +375,6 @@ def trace_layers(model: nn.Module, x: torch.Tensor, records: Sequence[str], pred
         per_record={n: statistics.median(t.get(n, 0.0) for t in per_run) for n in claimed},
         per_record_min={n: min(t.get(n, 0.0) for t in per_run) for n in claimed},
         busy={n: statistics.median(t.get(n, 0.0) for t in busy_run) for n in claimed},
-        unattributed_s=statistics.median(left) if left else 0.0, spans=tuple(spans), units=k, unmatched=missing,
+        unattributed_s=statistics.median(left) if left else 0.0, spans=tuple(spans), wholes=tuple(wholes), units=k,
+        unmatched=missing,
         tracer_cost_s=cost, removed_s=statistics.median(removed) if removed else 0.0, notes=notes)

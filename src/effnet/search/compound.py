@@ -22,6 +22,7 @@ import torch
 from effnet.analysis.profile import profile
 from effnet.io import write_atomic
 from effnet.model import EfficientConvNet
+from effnet.plan import expand
 from effnet.search import report
 from effnet.search.candidate import SearchRecipe, job, remeasure, run_candidate
 from effnet.search.executors import Executor
@@ -122,19 +123,25 @@ def _snap(d: dict, rounding: Callable[[float], float], macs: Callable[[dict], in
     return snapped
 
 
+_MACS: dict[tuple, int] = {}  # (plan, resolution, classes) -> MACs, shared by every search in a process
+
+
 def macs_counter(base: str, num_classes: int) -> Callable[[dict], int]:
-    """MACs of ``base`` scaled to a (width, depth, resolution) dict, counted on the meta device."""
-    cache: dict[tuple, int] = {}
+    """MACs of ``base`` scaled to a (width, depth, resolution) dict, counted on the meta device.
+
+    Counted once per distinct network: the bisections of :func:`single_dimension` try many
+    multipliers that round to the same channels and repeats, so the cache is keyed by the block plan.
+    """
 
     def count(d: dict) -> int:
-        key = (round(d["width"], 6), round(d["depth"], 6), d["resolution"])
-        if key not in cache:
-            config = model_config(base, width=d["width"], depth=d["depth"], resolution=d["resolution"],
-                                  num_classes=num_classes)
+        config = model_config(base, width=d["width"], depth=d["depth"], resolution=d["resolution"],
+                              num_classes=num_classes)
+        key = (expand(config), d["resolution"], num_classes)
+        if key not in _MACS:
             with torch.device("meta"):
                 model = EfficientConvNet(config)
-            cache[key] = profile(model, d["resolution"]).totals()["macs"]
-        return cache[key]
+            _MACS[key] = profile(model, d["resolution"]).totals()["macs"]
+        return _MACS[key]
 
     return count
 
