@@ -2,8 +2,10 @@
 
 import json
 import random
+from dataclasses import replace
 
 import pytest
+import torch
 
 import effnet
 from effnet.search.blocks import (
@@ -17,7 +19,15 @@ from effnet.search.blocks import (
 )
 from effnet.search.candidate import SearchRecipe
 from effnet.search.executors import LocalExecutor
-from effnet.search.latency import LatencyTable, check
+from effnet.search.latency import (
+    GLUE,
+    LatencyTable,
+    check,
+    fastest,
+    plan_entries,
+    resolve_clock,
+    torch_timer,
+)
 from effnet.tables import BlockType
 
 
@@ -56,7 +66,7 @@ def test_latency_table_times_each_distinct_block_once_and_caches_per_device(tmp_
     assert table.predict(config, fake_timer) == first and table.timed == n  # nothing timed again
     table.save()
     reopened = LatencyTable.open(tmp_path, "Fake GPU 9000", "inference", 1)
-    assert reopened.path.name == "latency-fake-gpu-9000-inference-b1.json"
+    assert reopened.path.name == "latency-fake-gpu-9000-inference-b1-wall.json"
     assert reopened.predict(config, fake_timer) == pytest.approx(first) and reopened.timed == 0
     result = check(reopened, [config], fake_timer)
     assert set(result) >= {"worst_error", "ok", "networks"} and result["networks"][0]["predicted_ms"] > 0
@@ -96,3 +106,90 @@ def test_bad_block_search_settings():
         search_blocks(BlockSettings("unused", budget=3, population=6), LocalExecutor(["cpu"]), table, fake_timer)
     with pytest.raises(ValueError, match="unknown method 'rl'"):
         search_blocks(BlockSettings("unused", method="rl"), LocalExecutor(["cpu"]), table, fake_timer)
+
+
+class WholeTimer:
+    """Parts as ``fake_timer``; a whole network costs its parts' sum plus ``glue_us`` per block and a
+    factor ``scale`` (a made-up device whose network differs from the sum of its parts). Records calls."""
+
+    def __init__(self, glue_us: float, scale: float = 1.0):
+        self.glue_us, self.scale, self.calls = glue_us, scale, []
+
+    def __call__(self, module, x):
+        whole = isinstance(module, effnet.EfficientConvNet)
+        self.calls.append((type(module).__name__, whole))
+        if not whole:
+            return fake_timer(module, x)
+        plan, res = module.plan, module.config.resolution
+        parts = sum(fake_timer(*_built(b)) for _, b in plan_entries(plan, res))
+        return self.scale * parts + 1e-6 * self.glue_us * len(plan.blocks)
+
+
+def _built(build):
+    module, (channels, size, grad) = build()
+    return module, torch.randn(1, channels, size, size).requires_grad_(grad)
+
+
+def test_calibration_is_signed_and_the_check_times_parts_and_networks_in_interleaved_rounds():
+    base = effnet.model_config("efficientnet_b0", width=0.25, depth=0.5, resolution=32, num_classes=3)
+    # On a GPU one synchronisation per timed part costs more than a network spends between blocks:
+    # the whole is *faster* than its parts' sum, and the calibrated share per block is negative.
+    timer = WholeTimer(glue_us=-3.0)
+    table = LatencyTable(device="fake", mode="train-step", batch=1)
+    assert table.calibrate(base, timer, rounds=2) == pytest.approx(-3e-6)
+    assert table.predict(base, timer) == pytest.approx(timer(effnet.EfficientConvNet(base), None))
+    rng = random.Random(3)
+    configs = [replace(base, spec=apply(base.spec, random_genome(7, rng))) for _ in range(3)]
+    timer.calls.clear()
+    result = check(table, configs, timer, rounds=2)
+    assert result["ok"] and result["worst_error"] == pytest.approx(0, abs=1e-9) and result["rounds"] == 2
+    assert result["between_blocks_ms"] == pytest.approx(-3e-3)
+    wholes = [i for i, (_, whole) in enumerate(timer.calls) if whole]
+    assert len(wholes) == 6  # 3 networks x 2 rounds, each round timing every missing part and then every network
+    parts_per_round = wholes[0]
+    assert parts_per_round > 0 and wholes == [parts_per_round + k for k in (0, 1, 2)] + \
+        [2 * parts_per_round + 3 + k for k in (0, 1, 2)]
+    # A device where the network is 20% slower than its parts: the check says so, it does not hide it.
+    skewed = LatencyTable(device="fake", mode="train-step", batch=1)
+    skewed.calibrate(base, WholeTimer(glue_us=0.0), rounds=1)
+    result = check(skewed, configs, WholeTimer(glue_us=0.0, scale=1.2), rounds=1)
+    assert not result["ok"] and result["worst_error"] == pytest.approx(1 - 1 / 1.2, rel=1e-6)
+
+
+def test_fastest_keeps_each_items_minimum_over_rounds():
+    times = iter([5.0, 7.0, 3.0, 9.0, 4.0, 8.0])  # rounds of (a, b): (5, 7), (3, 9), (4, 8)
+    best = fastest({"a": (None, None), "b": (None, None)}, lambda m, x: next(times), rounds=3)
+    assert best == {"a": 3.0, "b": 7.0}
+    with pytest.raises(ValueError, match="rounds must be >= 1"):
+        fastest({}, fake_timer, rounds=0)
+
+
+def test_train_step_timer_leaves_no_gradients_behind_and_only_the_stem_skips_its_input_gradient(one_thread):
+    config = effnet.model_config("efficientnet_b0", width=0.25, depth=0.25, resolution=32, num_classes=3)
+    entries = plan_entries(effnet.plan.expand(config), 32)
+    assert [build()[1][2] for _, build in entries] == [False] + [True] * (len(entries) - 1)
+    timer = torch_timer("cpu", "train-step", runs=2, clock="wall")
+    module, x = _built(entries[1][1])
+    assert timer(module, x) > 0
+    assert all(p.grad is None for p in module.parameters()) and x.grad is None  # nothing accumulated
+    model = effnet.EfficientConvNet(config)
+    assert timer(model, torch.randn(2, 3, 32, 32)) > 0
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_clock_choice_and_a_table_timed_another_way_is_not_reused(tmp_path, one_thread):
+    assert resolve_clock("cpu") == "thread"  # one torch thread (the fixture): its CPU time is the cost
+    assert resolve_clock("cpu", "wall") == "wall"
+    with pytest.raises(ValueError, match="unknown clock 'sundial'"):
+        resolve_clock("cpu", "sundial")
+    with pytest.raises(ValueError, match="clock 'thread' needs device cpu"):
+        resolve_clock("cuda", "thread")
+    table = LatencyTable.open(tmp_path, "cpu", "inference", 1, "thread")
+    table.entries["x"] = 1.0
+    table.save()
+    assert LatencyTable.open(tmp_path, "cpu", "inference", 1, "thread").entries == {"x": 1.0}
+    assert LatencyTable.open(tmp_path, "cpu", "inference", 1, "wall").entries == {}
+    doc = json.loads(table.path.read_text())
+    table.path.write_text(json.dumps({**doc, "method": 1}))  # a table of the old timing method
+    assert LatencyTable.open(tmp_path, "cpu", "inference", 1, "thread").entries == {}
+    assert GLUE == "between-blocks"

@@ -130,7 +130,7 @@ def check_table(s: BlockSettings, table: LatencyTable, timer: Timer, say: Callab
     for r in result["networks"]:
         say(f"  {r['name']}: predicted {r['predicted_ms']:.3f} ms, measured {r['measured_ms']:.3f} ms "
             f"({100 * r['error']:+.1f}%)")
-    say(f"latency table check ({table.mode}, batch {table.batch}, {table.device}): worst error "
+    say(f"latency table check ({table.mode}, batch {table.batch}, {table.device}, {table.clock} clock): worst error "
         f"{100 * result['worst_error']:.1f}% over {s.check} random networks "
         f"({'within' if result['ok'] else 'NOT within'} {100 * result['tolerance']:.0f}%); table {table.path}")
     return result

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from effnet.search.blocks import METHODS, BlockSettings, check_table, search_blocks
 from effnet.search.candidate import device_name
-from effnet.search.latency import LatencyTable, torch_timer
+from effnet.search.latency import CLOCKS, LatencyTable, resolve_clock, torch_timer
 from effnet.search.options import add_common, devices, executor_from, recipe_from
 
 
@@ -25,6 +25,9 @@ def add_block_parser(sub) -> None:
     b.add_argument("--latency", default=s.latency, choices=("train-step", "inference"),
                    help="what T measures: forward + backward, or inference forward")
     b.add_argument("--latency-table-batch", type=int, default=s.latency_batch, help="batch of the timed blocks")
+    b.add_argument("--latency-clock", default="auto", choices=CLOCKS,
+                   help="wall clock, or the thread's CPU time (CPU with one torch thread: time preempted by "
+                        "other processes left out); auto: thread there, else wall")
     b.add_argument("--cache", default="~/.cache/effnet/latency", help="folder of the per-device latency tables")
     b.add_argument("--check", type=int, default=s.check,
                    help="random networks whose predicted latency is checked against the measured one (0: skip)")
@@ -38,9 +41,10 @@ def _run_blocks(args: argparse.Namespace) -> int:
     settings = BlockSettings(args.output, args.base, args.base_width, args.base_depth, args.base_resolution,
                              recipe_from(args), args.budget, args.method, args.population, args.sample,
                              args.reward_exponent, args.latency, args.latency_table_batch, args.check, args.seed)
+    clock = resolve_clock(devs[0], args.latency_clock)
     table = LatencyTable.open(Path(args.cache).expanduser(), device_name(devs[0]), args.latency,
-                              args.latency_table_batch)
-    timer = torch_timer(devs[0], args.latency)
+                              args.latency_table_batch, clock)
+    timer = torch_timer(devs[0], args.latency, clock=clock)
     if args.check_only:
         check_table(settings, table, timer)
         return 0

@@ -5,12 +5,22 @@ position fields (index, stage, drop-path rate), the input size, the batch and th
 (``inference`` forward, or ``train-step`` forward + backward).  The stem and the head (conv, pool,
 classifier) are entries of their own.  A table is cached as JSON per device, so a search times a
 block once across runs; :func:`check` compares predicted with measured whole-network latency.
+
+Why the parts add up to the whole: every part is timed as it runs inside a network (a train-step
+block computes the gradient of its input from an upstream gradient, the stem does not: its input is
+the image), nothing is timed that the network does not do (no loss reduction per block, no
+gradient accumulation into leaves), and what the network does between its blocks, less the timing
+harness's own cost per part, is one calibrated number per block (:meth:`LatencyTable.calibrate`),
+signed: on a GPU one synchronisation per part costs more than the whole network spends between
+blocks.  Whole networks are timed in interleaved rounds (:func:`measure_networks`).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import random
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -28,6 +38,8 @@ from effnet.plan import BlockSpec, Plan, expand
 
 MODES = ("inference", "train-step")
 Timer = Callable[[nn.Module, torch.Tensor], float]  # seconds per call of the module on the input
+METHOD = 2  # how entries are timed; a cached table timed another way is not reused
+CLOCKS = ("auto", "wall", "thread")
 
 
 def block_key(b: BlockSpec, size: int) -> str:
@@ -40,17 +52,20 @@ def block_key(b: BlockSpec, size: int) -> str:
 
 
 def plan_entries(plan: Plan, resolution: int) -> list[tuple[str, Callable[[], tuple[nn.Module, tuple]]]]:
-    """(key, builder of (module, input shape)) for the stem, every block and the head, in order."""
+    """(key, builder of (module, (channels, size, input_grad))) for the stem, every block and the head, in order.
+
+    ``input_grad``: whether a training step computes the gradient of the part's input (every part's
+    but the stem's, whose input is the image)."""
     st, hd = plan.stem, plan.head
     size = -(-resolution // st.stride)
     entries = [(json.dumps({"stem": asdict(st), "size": resolution}, sort_keys=True),
                 lambda: (ConvNormAct(st.in_channels, st.out_channels, st.kernel, st.stride, activation=st.activation,
-                                     padding=st.padding, bn_eps=st.bn_eps), (st.in_channels, resolution)))]
+                                     padding=st.padding, bn_eps=st.bn_eps), (st.in_channels, resolution, False)))]
     for b in plan.blocks:
-        entries.append((block_key(b, size), lambda b=b, s=size: (build_block(b), (b.in_channels, s))))
+        entries.append((block_key(b, size), lambda b=b, s=size: (build_block(b), (b.in_channels, s, True))))
         size = -(-size // b.stride)
     entries.append((json.dumps({"head": asdict(hd), "size": size}, sort_keys=True),
-                    lambda s=size: (_Head(hd), (hd.in_channels, s))))
+                    lambda s=size: (_Head(hd), (hd.in_channels, s, True))))
     return entries
 
 
@@ -65,56 +80,87 @@ class _Head(nn.Module):
         return self.fc(self.conv(x).mean((2, 3)))
 
 
-def torch_timer(device: str, mode: str, runs: int = 20) -> Timer:
-    """Fastest of ``runs`` calls with effnet's timer: forward (inference) or forward + backward.
+def resolve_clock(device: str, clock: str = "auto") -> str:
+    """``wall``, or ``thread``: the CPU time of the calling thread, which a CPU running torch on one
+    thread spends on the computation itself.  ``auto`` picks ``thread`` there (on a shared machine
+    time spent preempted by other processes is not the network's), else ``wall``."""
+    if clock not in CLOCKS:
+        raise ValueError(f"unknown clock {clock!r}; allowed: {', '.join(CLOCKS)}")
+    single_thread_cpu = torch.device(device).type == "cpu" and torch.get_num_threads() == 1
+    if clock == "thread" and not single_thread_cpu:
+        raise ValueError(f"clock 'thread' needs device cpu with one torch thread (OMP_NUM_THREADS=1), "
+                         f"got {device} with {torch.get_num_threads()} threads")
+    if clock == "auto":
+        return "thread" if single_thread_cpu else "wall"
+    return clock
+
+
+def torch_timer(device: str, mode: str, runs: int = 20, clock: str = "auto") -> Timer:
+    """Fastest of ``runs`` calls with effnet's timer: forward (inference) or a training step's share.
+
+    ``train-step``: forward in training mode, then the gradients of every parameter and, where the
+    input requires grad (every part of a network but the stem), of the input, from an upstream
+    gradient of the output's shape (``torch.autograd.grad``: dense kernels cost the same whatever
+    its values).  No loss, no accumulation into ``.grad``, no optimizer step, for a part and for a
+    whole network alike, so the parts add up to the whole.
+
+    What this leaves out: in a network's training step the rest of the network runs between a
+    block's forward and its backward, so on a CPU the activations its backward reads have left the
+    core's cache, while a part timed alone finds them there (docs/search.md measures the effect).
 
     The fastest, not the median: on a shared machine a whole network is preempted more often than
-    one short block, so medians of the two disagree while their minima agree.
+    one short block, so medians of the two disagree while their minima agree.  ``clock``: see
+    :func:`resolve_clock`.
     """
     if mode not in MODES:
         raise ValueError(f"unknown latency mode {mode!r}; allowed: {', '.join(MODES)}")
+    clock_fn = time.thread_time if resolve_clock(device, clock) == "thread" else time.perf_counter
 
     def timer(module: nn.Module, x: torch.Tensor) -> float:
         module = module.to(device)
-        x = x.to(device)
+        xd = x.detach().to(device).requires_grad_(x.requires_grad)
         if mode == "inference":
             module.eval()
             with torch.inference_mode():
-                return time_fn(lambda: module(x), warmup=3, runs=runs, device=device).min
+                return time_fn(lambda: module(xd), warmup=3, runs=runs, device=device, clock=clock_fn).min
         module.train()
-        x.requires_grad_(True)
+        wrt = [p for p in module.parameters() if p.requires_grad] + ([xd] if xd.requires_grad else [])
+        upstream = torch.randn_like(module(xd))
 
         def step():
-            module(x).float().sum().backward()
+            torch.autograd.grad(module(xd), wrt, upstream)
 
-        return time_fn(step, warmup=3, runs=runs, device=device).min
+        return time_fn(step, warmup=3, runs=runs, device=device, clock=clock_fn).min
 
     return timer
 
 
 @dataclass
 class LatencyTable:
-    """Seconds per entry key, for one device, mode and batch; filled lazily by ``timer``."""
+    """Seconds per entry key, for one device, mode, batch and clock; filled lazily by ``timer``."""
 
     device: str
     mode: str
     batch: int
+    clock: str = "wall"  # what the entries were timed with (:func:`resolve_clock`)
     entries: dict[str, float] = field(default_factory=dict)
     path: Path | None = None
     timed: int = 0  # entries timed in this process (the rest came from the cache)
 
     @staticmethod
-    def open(cache_dir: str | Path, device_name: str, mode: str, batch: int) -> LatencyTable:
-        """The cached table of this device/mode/batch (empty when none is cached yet)."""
+    def open(cache_dir: str | Path, device_name: str, mode: str, batch: int, clock: str = "wall") -> LatencyTable:
+        """The cached table of this device/mode/batch/clock (empty when none is cached, or it was timed another way)."""
         safe = "".join(c if c.isalnum() else "-" for c in device_name).strip("-").lower()
-        path = Path(cache_dir, f"latency-{safe}-{mode}-b{batch}.json")
-        entries = json.loads(path.read_text())["entries"] if path.exists() else {}
-        return LatencyTable(device_name, mode, batch, entries, path)
+        path = Path(cache_dir, f"latency-{safe}-{mode}-b{batch}-{clock}.json")
+        doc = json.loads(path.read_text()) if path.exists() else {}
+        entries = doc["entries"] if doc.get("method") == METHOD and doc.get("clock") == clock else {}
+        return LatencyTable(device_name, mode, batch, clock, entries, path)
 
     def save(self) -> None:
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            doc = {"device": self.device, "mode": self.mode, "batch": self.batch, "entries": self.entries}
+            doc = {"device": self.device, "mode": self.mode, "batch": self.batch, "clock": self.clock,
+                   "method": METHOD, "entries": self.entries}
             write_atomic(self.path, json.dumps(doc, indent=0).encode())
 
     def predict(self, config: ModelConfig, timer: Timer) -> float:
@@ -125,26 +171,56 @@ class LatencyTable:
         total = self.entries.get(GLUE, 0.0) * len(plan.blocks)
         for key, build in plan_entries(plan, config.resolution):
             if key not in self.entries:
-                module, (channels, size) = build()
-                self.entries[key] = timer(module, torch.randn(self.batch, channels, size, size))
+                module, shape = build()
+                self.entries[key] = timer(module, _input(self.batch, shape))
                 self.timed += 1
             total += self.entries[key]
         return total
 
-
-    def calibrate(self, config: ModelConfig, timer: Timer) -> float:
-        """Time ``config`` whole once and store what its blocks' sum misses, per block (Python and
-        framework calls between blocks, the stage containers); returns that per-block share."""
+    def calibrate(self, config: ModelConfig, timer: Timer, rounds: int = 5) -> float:
+        """Store, per block, what timing ``config`` whole adds to the sum of its parts: the network's
+        own work between blocks (stage containers, its forward's Python) less the harness's cost per
+        part (a synchronisation each on a GPU), so it can be negative.  The whole and each part are
+        timed in turn for ``rounds`` rounds and the fastest of each kept, so both are measured under
+        the same load; the parts' minima also refine their entries.  Returns the per-block share."""
         if GLUE in self.entries:
             return self.entries[GLUE]
-        self.entries[GLUE] = 0.0
-        parts = self.predict(config, timer)
-        whole = measure_network(config, timer, self.batch)
-        self.entries[GLUE] = max(0.0, (whole - parts) / len(expand(config).blocks))
+        config = _timed(config)
+        plan = expand(config)
+        keys = [key for key, _ in plan_entries(plan, config.resolution)]  # repeats share a key: one sum term each
+        items = {key: _part(build, self.batch) for key, build in plan_entries(plan, config.resolution)}
+        items[_WHOLE] = _network(config, self.batch)
+        best = fastest(items, timer, rounds)
+        whole = best.pop(_WHOLE)
+        self.entries.update({k: min(t, self.entries.get(k, math.inf)) for k, t in best.items()})
+        self.entries[GLUE] = (whole - sum(self.entries[k] for k in keys)) / len(plan.blocks)
         return self.entries[GLUE]
 
+    def missing(self, config: ModelConfig) -> dict[str, tuple[nn.Module, torch.Tensor]]:
+        """The parts of ``config`` the table has no entry for, built: key -> (module, input)."""
+        config = _timed(config)
+        return {key: _part(build, self.batch) for key, build in plan_entries(expand(config), config.resolution)
+                if key not in self.entries}
 
-GLUE = "between-blocks"  # the calibrated per-block cost outside the blocks
+
+GLUE = "between-blocks"  # the calibrated per-block cost outside the blocks (seconds; may be negative)
+
+
+_WHOLE = object()  # the whole network's key among a calibration's timed items
+
+
+def _input(batch: int, shape: tuple[int, int, bool]) -> torch.Tensor:
+    channels, size, grad = shape
+    return torch.randn(batch, channels, size, size).requires_grad_(grad)
+
+
+def _part(build: Callable[[], tuple[nn.Module, tuple]], batch: int) -> tuple[nn.Module, torch.Tensor]:
+    module, shape = build()
+    return module, _input(batch, shape)
+
+
+def _network(config: ModelConfig, batch: int) -> tuple[nn.Module, torch.Tensor]:
+    return EfficientConvNet(config), _input(batch, (config.in_chans, config.resolution, False))
 
 
 def _timed(config: ModelConfig) -> ModelConfig:
@@ -152,26 +228,43 @@ def _timed(config: ModelConfig) -> ModelConfig:
     return replace(config, drop_path_rate=0.0, drop_rate=0.0)
 
 
-def measure_network(config: ModelConfig, timer: Timer, batch: int, repeats: int = 3) -> float:
-    """Measured seconds of the whole network with the same timer as the table (the fastest of
-    ``repeats`` timings: a whole network spans more of another process's bursts than one block)."""
-    config = _timed(config)
-    model = EfficientConvNet(config)
-    x = torch.randn(batch, config.in_chans, config.resolution, config.resolution)
-    return min(timer(model, x) for _ in range(repeats))
+def fastest(items: dict, timer: Timer, rounds: int) -> dict:
+    """The fastest time of each ``(module, input)`` over ``rounds`` rounds that time every item once in
+    turn: a burst of another process's load (or a slower clock) then costs every item one round,
+    not one item all of its runs, and parts and wholes are measured under the same conditions."""
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds}")
+    best = dict.fromkeys(items, math.inf)
+    for _ in range(rounds):
+        for key, (module, x) in items.items():
+            best[key] = min(best[key], timer(module, x))
+    return best
 
 
-def check(table: LatencyTable, configs: list[ModelConfig], timer: Timer, tolerance: float = 0.10) -> dict:
-    """Predicted vs measured whole-network latency; ``ok`` when every error is within ``tolerance``."""
-    rows = []
+def check(table: LatencyTable, configs: list[ModelConfig], timer: Timer, tolerance: float = 0.10,
+          rounds: int = 5) -> dict:
+    """Predicted vs measured whole-network latency; ``ok`` when every error is within ``tolerance``.
+
+    The table's missing entries and the whole networks are timed together in ``rounds`` interleaved
+    rounds (:func:`fastest`); entries already in the table (the calibration's) are used as stored.
+    """
+    items: dict = {}
     for c in configs:
-        predicted = table.predict(c, timer)
-        measured = measure_network(c, timer, table.batch)
+        items.update(table.missing(c))
+    items.update({i: _network(_timed(c), table.batch) for i, c in enumerate(configs)})
+    best = fastest(items, timer, rounds)
+    table.entries.update({k: t for k, t in best.items() if isinstance(k, str)})
+    table.timed += sum(isinstance(k, str) for k in best)
+    rows = []
+    for i, c in enumerate(configs):
+        predicted, measured = table.predict(c, timer), best[i]
         rows.append({"name": c.name, "predicted_ms": predicted * 1e3, "measured_ms": measured * 1e3,
                      "error": predicted / measured - 1})
     worst = max(abs(r["error"]) for r in rows)
-    return {"device": table.device, "mode": table.mode, "batch": table.batch, "tolerance": tolerance,
-            "worst_error": worst, "ok": worst <= tolerance, "networks": rows}
+    return {"device": table.device, "mode": table.mode, "batch": table.batch, "clock": table.clock,
+            "tolerance": tolerance,
+            "worst_error": worst, "ok": worst <= tolerance, "between_blocks_ms": table.entries.get(GLUE, 0.0) * 1e3,
+            "rounds": rounds, "networks": rows}
 
 
 def random_configs(sample: Callable[[random.Random], ModelConfig], n: int, seed: int = 0) -> list[ModelConfig]:
