@@ -33,34 +33,41 @@ def config_of(run: Path, cid: str) -> ModelConfig:
     return ModelConfig.from_dict(json.loads((run / "runs" / cid / "config.json").read_text())["model"])
 
 
-def networks(blocks: Path, compound: Path, b0: bool, device: str) -> dict[str, tuple[ModelConfig, dict]]:
-    """name -> (config, candidate result) of the networks compared, the base last."""
-    best = json.loads((blocks / "summary.json").read_text())["best"]
-    summary = json.loads((compound / "summary.json").read_text())
-    cands = [json.loads(f.read_text()) for f in sorted((compound / "candidates").glob("*.json"))]
-    cands = [c for c in cands if c["base"] == summary["settings"]["base"]["model"] and (c["width"], c["depth"]) != (1, 1)]
-    match = min(cands, key=lambda c: abs(c["val_acc"] - best["val_acc"]))
-    base = summary["base"]
-    nets = {"searched (blocks best)": (config_of(blocks, best["id"]), best),
-            f"compound search, closest accuracy ({match['id']})": (config_of(compound, match["id"]), match)}
+def networks(blocks: Path, compound: Path | None, b0: bool, device: str) -> dict[str, tuple[ModelConfig, dict]]:
+    """name -> (config, candidate result) of the networks compared, the base last.
+
+    Without a compound run, the block search's own base and recipe stand in (B0 is trained into it).
+    """
+    found = json.loads((blocks / "summary.json").read_text())
+    best = found["best"]
+    nets = {"searched (blocks best)": (config_of(blocks, best["id"]), best)}
+    home, settings, base = blocks, found["settings"], found["base"]
+    if compound is not None:
+        summary = json.loads((compound / "summary.json").read_text())
+        cands = [json.loads(f.read_text()) for f in sorted((compound / "candidates").glob("*.json"))]
+        cands = [c for c in cands
+                 if c["base"] == summary["settings"]["base"]["model"] and (c["width"], c["depth"]) != (1, 1)]
+        match = min(cands, key=lambda c: abs(c["val_acc"] - best["val_acc"]))
+        nets[f"compound search, closest accuracy ({match['id']})"] = (config_of(compound, match["id"]), match)
+        home, settings, base = compound, {**summary["settings"], "resolution": summary["settings"]["base"]["resolution"]}, \
+            summary["base"]
     if b0:
-        s = summary["settings"]
-        recipe = SearchRecipe(**s["recipe"])
-        j = job(output=str(compound), base="efficientnet_b0", width=1.0, depth=1.0,
-                resolution=s["base"]["resolution"], recipe=recipe)
+        recipe = SearchRecipe(**settings["recipe"])
+        j = job(output=str(home), base="efficientnet_b0", width=1.0, depth=1.0, resolution=settings["resolution"],
+                recipe=recipe)
         start = time.perf_counter()
         r = run_candidate(j, device)
         print(f"EfficientNet-B0 at {j['resolution']} px on {recipe.data}: val acc {100 * r['val_acc']:.2f}% "
-              f"({time.perf_counter() - start:.0f} s, trained or read from {compound}/candidates)")
-        nets[f"EfficientNet-B0 ({j['id']})"] = (config_of(compound, j["id"]), r)
-    nets[f"base ({base['id']})"] = (config_of(compound, base["id"]), base)
+              f"({time.perf_counter() - start:.0f} s, trained or read from {home}/candidates)")
+        nets[f"EfficientNet-B0 ({j['id']})"] = (config_of(home, j["id"]), r)
+    nets[f"base ({base['id']})"] = (config_of(home, base["id"]), base)
     return nets
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("blocks")
-    p.add_argument("compound")
+    p.add_argument("compound", nargs="?", default=None, help="an effnet search compound run (optional)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--batches", type=int, nargs="+", default=[1])
     p.add_argument("--modes", nargs="+", default=["inference"], choices=("inference", "train-step"))
@@ -70,7 +77,7 @@ def main() -> None:
     p.add_argument("--json", default=None, help="write every timing here")
     p.add_argument("--markdown", default=None, help="write the tables here too")
     a = p.parse_args()
-    nets = networks(Path(a.blocks), Path(a.compound), a.b0, a.device)
+    nets = networks(Path(a.blocks), Path(a.compound) if a.compound else None, a.b0, a.device)
     base_name = list(nets)[-1]
     b0_name = next((k for k in nets if k.startswith("EfficientNet-B0")), None)
     lines: list[str] = []

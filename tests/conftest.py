@@ -21,6 +21,12 @@ if "PYTEST_XDIST_WORKER" in os.environ:
     torch.set_num_threads(1)
 
 
+def pytest_collection_modifyitems(config, items):
+    """Slow tests first: under pytest-xdist the long runs start at once and the short tests fill the
+    workers around them, instead of one long test finishing alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def pytest_report_header(config):
     return [_POCL_NOTE] if _POCL_NOTE else []
 

@@ -184,6 +184,7 @@ def test_cli_bad_input_is_one_clear_line(case, cli_results):
     assert_clear(r["rc"], r["err"], *words)
 
 
+@pytest.mark.slow
 def test_cli_entry_point_in_its_own_process(files):
     """The real `python -m effnet` process: status 2 and the one line."""
     proc = subprocess.run([sys.executable, "-m", "effnet", "train", "--device", "banana"], capture_output=True,

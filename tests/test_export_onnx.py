@@ -71,6 +71,7 @@ def test_same_padding_is_frozen_for_export_and_restored(tmp_path):
     assert "Shape" not in {n.op_type for n in onnx.load(str(tmp_path / "m.onnx")).graph.node}
 
 
+@pytest.mark.slow
 def test_dynamo_exporter_also_gives_a_dynamic_batch(tmp_path):
     pytest.importorskip("onnxscript")  # declared in the [test] extra; the default exporter needs none
     model = random_model("mobilenet_v1_025")

@@ -68,6 +68,24 @@ def test_single_dimension_candidates_follow_the_formula_without_a_macs_counter()
     assert d["compound"]["depth"] == pytest.approx(0.5 * 1.44) and d["compound"]["resolution"] == 84  # 64 * 1.3225
 
 
+def test_single_dimension_at_a_repeat_step_keeps_the_network_whose_counted_macs_are_closest():
+    # Depth-only x2 of this base bisects to depth 1.0000000009, just past a repeat step: its 4-decimal
+    # snap (what the candidate id carries) is another network.  The chosen dict is snapped, and its own
+    # counted MACs are the closest of the snapped choices (a search on the GPU once stopped here).
+    from effnet.search.compound import macs_counter
+
+    count = macs_counter("efficientnet_b0", 10)
+    base = Base(width=0.25, depth=0.5, resolution=32)
+    d = single_dimension(base, Triple(1.2, 1.1, 1.15), 2.0, 2.0, count)
+    goal = 2.0 * count(base.scaled())
+    for k, v in d.items():
+        assert round(v["depth"], 4) == v["depth"] and round(v["width"], 4) == v["width"], k
+    depth = d["depth only"]
+    near = [{**depth, "depth": depth["depth"] + delta} for delta in (-1e-4, 1e-4)]
+    assert all(abs(count(depth) - goal) <= abs(count(n) - goal) for n in near)
+    assert 1.2 < count(depth) / count(base.scaled()) < 3
+
+
 @pytest.mark.slow
 def test_tiny_compound_search_end_to_end_and_resume(tmp_path, one_thread, digits_folder):
     out = tmp_path / "search"

@@ -32,6 +32,7 @@ def _files(run: Path) -> set[str]:
     return {p.name for p in run.iterdir()}
 
 
+@pytest.mark.slow
 def test_progressive_run_changes_size_and_resume_is_bitwise_exact(digits_folder, tmp_path, monkeypatch):
     config = dict(TINY, data=str(digits_folder), stages=2, size_start=32, image_size=48, mixup_start=0.0,
                   mixup_end=0.4, randaug_start=2, randaug_end=8, dropout_start=0.1, dropout_end=0.3)
@@ -80,6 +81,7 @@ sys.exit(main(sys.argv[3:]))
 """
 
 
+@pytest.mark.slow
 def test_sigkill_while_writing_a_checkpoint_then_resume_is_bitwise_exact(digits_folder, tmp_path, capsys):
     flags = ["--data", str(digits_folder), "--model", "mobilenet_v2_035", "--epochs", "2", "--batch-size", "32",
              "--image-size", "32", "--workers", "0", "--no-progress", "--no-plots", "--ema-decay", "0.9",
@@ -157,6 +159,7 @@ def test_main_job_learns_digits_on_a_short_run(tmp_path):
     assert max(result.history[-1]["val_acc"], result.history[-1]["ema_val_acc"]) >= 0.7  # chance: 0.1
 
 
+@pytest.mark.slow
 def test_evaluate_predict_and_class_mismatch(digits_folder, tmp_path, capsys):
     stale = tmp_path / "r" / ".epoch-0001.state.pt.k3x_9a0q.tmp"  # left by a run SIGKILLed mid-write
     stale.parent.mkdir()

@@ -111,16 +111,16 @@ def _closest(make: Callable[[float], dict], guess: float, goal: float, macs: Cal
     for _ in range(30):
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if macs(make(mid)) < goal else (lo, mid)
-    return min((_snap(make(lo), math.floor, macs), _snap(make(hi), math.ceil, macs)),
-               key=lambda d: abs(macs(d) - goal))
+    # Candidate ids carry width and depth at 4 decimals, so the network trained is the snapped one:
+    # snap both ends both ways (a repeat or channel step can sit between a value and its snap) and
+    # keep the snapped network whose own MACs are closest to the goal.
+    snapped = [_snap(make(m), rounding) for m in (lo, hi) for rounding in (math.floor, math.ceil)]
+    return min(snapped, key=lambda d: abs(macs(d) - goal))
 
 
-def _snap(d: dict, rounding: Callable[[float], float], macs: Callable[[dict], int]) -> dict:
-    """``d`` with width and depth at 4 decimals (what candidate ids carry), rounded towards the same
-    side of a channel or repeat step, so the network (its MACs) does not change."""
-    snapped = {**d, "width": rounding(d["width"] * 1e4) / 1e4, "depth": rounding(d["depth"] * 1e4) / 1e4}
-    assert macs(snapped) == macs(d), f"snapping {d} to 4 decimals changed the network"
-    return snapped
+def _snap(d: dict, rounding: Callable[[float], float]) -> dict:
+    """``d`` with width and depth at 4 decimals, as candidate ids carry them."""
+    return {**d, "width": rounding(d["width"] * 1e4) / 1e4, "depth": rounding(d["depth"] * 1e4) / 1e4}
 
 
 _MACS: dict[tuple, int] = {}  # (plan, resolution, classes) -> MACs, shared by every search in a process
