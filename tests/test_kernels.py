@@ -34,7 +34,7 @@ ACTS = {0: lambda t: t, 1: F.relu, 2: F.relu6, 3: F.silu, 4: F.hardswish}
 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).norm() / b.norm())
+    return float(((a - b).norm() / b.norm()).detach())
 
 
 def nhwc(x: torch.Tensor) -> torch.Tensor:

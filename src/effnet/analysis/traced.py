@@ -315,7 +315,7 @@ def timed_rounds(model: nn.Module, x: torch.Tensor, device: torch.device, runs: 
     with warnings.catch_warnings(), profile(activities=[_timing_activity(device)], schedule=rounds,
                                             on_trace_ready=lambda p: traced.append(timed_work(p.events(), device))
                                             ) as prof:
-        warnings.filterwarnings("ignore", "Profiler clears events at the end of each cycle")  # one cycle a round
+        warnings.filterwarnings("ignore", ".*Profiler clears events at the end of each cycle")  # one cycle a round
         for _ in range(runs):
             wholes.append(time_fn(lambda: model(x), warmup=0, runs=1, synchronize=sync).times[0])
             prof.step()
