@@ -277,16 +277,10 @@ def part_blocks() -> None:
 
 def graph_ms(fn, autocast: bool = False) -> float:
     """GPU time of ``fn`` alone: captured in a CUDA graph (no launch gaps, no host work), replays timed."""
+    from effnet.kernels.engine import capture_graph
+
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
-        fn()
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            fn()
-        torch.cuda.current_stream().wait_stream(side)
-        g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g):
-            fn()
+        g, _ = capture_graph(fn)
     return bench(g.replay, 20)
 
 

@@ -21,6 +21,7 @@ import triton.language as tl
 from torch import nn
 
 from effnet.kernels import triton_depthwise as D
+from effnet.kernels.engine import capture_graph
 from effnet.kernels.triton_common import _act
 
 OUT = os.environ.get("OUT", ".")
@@ -147,16 +148,8 @@ def runner(kind, cfg, shape, bufs):
 
 
 def graph_ms(fn, reps: int = 10, iters: int = 15) -> float:
-    fn()
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        fn()
-    torch.cuda.current_stream().wait_stream(side)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for _ in range(reps):
-            fn()
+    """Milliseconds per call of ``fn``: ``reps`` calls captured in one CUDA graph, median of ``iters`` replays."""
+    g, _ = capture_graph(lambda: [fn() for _ in range(reps)])
     g.replay()
     torch.cuda.synchronize()
     ts = []

@@ -22,6 +22,7 @@ shape; ``cuda_graph=False`` launches kernel by kernel).  Weights are plain tenso
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import SimpleNamespace
 
 import torch
@@ -270,20 +271,30 @@ class FusedNet(nn.Module):
         key = (tuple(x.shape), x.device.index)
         if key not in self._graphs:
             static_in = x.clone()
-            self.forward_nhwc(static_in)  # compile, tune and allocate outside the capture
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                self.forward_nhwc(static_in)
-            torch.cuda.current_stream().wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                static_out = self.forward_nhwc(static_in)
+            graph, static_out = capture_graph(lambda: self.forward_nhwc(static_in))
             self._graphs[key] = (graph, static_in, static_out)
         graph, static_in, static_out = self._graphs[key]
         static_in.copy_(x)
         graph.replay()
         return static_out.clone()
+
+
+def capture_graph(fn: Callable[[], object]) -> tuple[torch.cuda.CUDAGraph, object]:
+    """``fn()`` captured in a CUDA graph; returns the graph and what the captured call returned.
+
+    ``fn`` runs once first (Triton compiles, the tuner times, memory is allocated: none of that may
+    happen inside a capture), then once on a side stream, as CUDA graph capture requires.
+    """
+    fn()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = fn()
+    return graph, out
 
 
 def optimize(model: nn.Module, dtype: torch.dtype = torch.bfloat16, device: str | torch.device = "cuda") -> FusedNet:
