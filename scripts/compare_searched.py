@@ -49,8 +49,8 @@ def networks(blocks: Path, compound: Path | None, b0: bool, device: str) -> dict
                  if c["base"] == summary["settings"]["base"]["model"] and (c["width"], c["depth"]) != (1, 1)]
         match = min(cands, key=lambda c: abs(c["val_acc"] - best["val_acc"]))
         nets[f"compound search, closest accuracy ({match['id']})"] = (config_of(compound, match["id"]), match)
-        home, settings, base = compound, {**summary["settings"], "resolution": summary["settings"]["base"]["resolution"]}, \
-            summary["base"]
+        home, base = compound, summary["base"]
+        settings = {**summary["settings"], "resolution": summary["settings"]["base"]["resolution"]}
     if b0:
         recipe = SearchRecipe(**settings["recipe"])
         j = job(output=str(home), base="efficientnet_b0", width=1.0, depth=1.0, resolution=settings["resolution"],
