@@ -28,6 +28,7 @@ from support import randomize_bn
 ops = pytest.importorskip("effnet.kernels.triton_ops")
 dw_ops = pytest.importorskip("effnet.kernels.triton_depthwise")
 fused_ops = pytest.importorskip("effnet.kernels.triton_fused")
+dwp_ops = pytest.importorskip("effnet.kernels.triton_dwproject")
 
 MB, FU, DS = BlockType.MBCONV, BlockType.FUSED_MBCONV, BlockType.DEPTHWISE_SEPARABLE
 ACTS = {0: lambda t: t, 1: F.relu, 2: F.relu6, 3: F.silu, 4: F.hardswish}
@@ -139,6 +140,56 @@ def test_depthwise_tuner_candidates(k):
         assert rel(y, nhwc(ref)) < 1e-5 and rel(pooled, ref.sum((2, 3))) < 1e-5, cfg
 
 
+@pytest.mark.parametrize("name", ["flat", "batchwide", "rows"])
+def test_depthwise_squeeze_only_pass(name):
+    cfg = {"TW": 0, "GP": 0, "CF": 0, "SPEC": 0, "RL": 0, **DW_CONFIGS[name]}
+    k, c, hw = 3, 20, 7
+    x, w, b = torch.randn(3, hw, hw, c), torch.randn(k * k, c), torch.randn(c)
+    ref = _depthwise_ref(x, w, b, k, 1, (1, 1, 1, 1), 3)
+    out, pooled, _ = dw_ops.launch(x, dw_ops.pad_weights(w), b, k, 1, (1, 1, 1, 1), 3, True, cfg, store=False)
+    assert out is None and rel(pooled, ref.sum((2, 3))) < 1e-5
+    out, pooled = dw_ops.depthwise(x, w, b, k, 1, (1, 1, 1, 1), 3, True, store=False)
+    assert out is None and rel(pooled, ref.sum((2, 3))) < 1e-5
+
+
+def _dw_project_ref(e, wd, bd, wp, bp, k, stride, pads, act, gate, residual):
+    d = nhwc(_depthwise_ref(e, wd, bd, k, stride, pads, act))
+    if gate is not None:
+        d = d * gate[:, None, None, :]
+    y = d @ wp + bp
+    return y + residual if residual is not None else y
+
+
+# (k, stride, padding, mid channels, out channels, SE gate, residual, map size, activation)
+DWP_SHAPES = [(3, 1, "symmetric", 24, 16, False, True, 7, 2), (3, 2, "symmetric", 20, 24, False, False, 9, 2),
+              (5, 1, "same", 13, 16, True, True, 6, 3), (5, 2, "same", 40, 24, True, False, 9, 3),
+              (3, 2, "same", 72, 160, True, False, 8, 4)]  # 160 outputs: two 128-wide N tiles
+
+
+@pytest.mark.parametrize("k,stride,padding,c,n_out,se,res,hw,act", DWP_SHAPES)
+def test_dw_project(k, stride, padding, c, n_out, se, res, hw, act):
+    e, wd, bd = torch.randn(2, hw, hw, c), torch.randn(k * k, c), torch.randn(c)
+    wp, bp = torch.randn(c, n_out), torch.randn(n_out)
+    pads = _pads((hw, hw), k, stride, padding)
+    oh, ow = ((hw + pads[0] + pads[1] - k) // stride + 1, (hw + pads[2] + pads[3] - k) // stride + 1)
+    gate = torch.rand(2, c) if se else None
+    residual = torch.randn(2, oh, ow, n_out) if res else None
+    y = dwp_ops.dw_project(e, dw_ops.pad_weights(wd), bd, wp, bp, k, stride, pads, act, gate=gate, residual=residual)
+    ref = _dw_project_ref(e, wd, bd, wp, bp, k, stride, pads, act, gate, residual)
+    assert y.shape == ref.shape and rel(y, ref) < 1e-5
+
+
+def test_dw_project_tuner_candidates():
+    k, c, n_out, hw, stride = 3, 72, 80, 5, 1  # 80 outputs: two N tiles where BN is 64 (BM 128, 4 warps)
+    e, wd, bd = torch.randn(3, hw, hw, c), torch.randn(k * k, c), torch.randn(c)
+    wp, bp, gate, res = torch.randn(c, n_out), torch.randn(n_out), torch.rand(3, c), torch.randn(3, hw, hw, n_out)
+    ref = _dw_project_ref(e, wd, bd, wp, bp, k, stride, (1, 1, 1, 1), 3, gate, res)
+    assert {dwp_ops.block_n(n_out, cfg) for cfg in dwp_ops.CANDIDATES} == {64, 128}
+    for cfg in dwp_ops.CANDIDATES:
+        y = dwp_ops._launch(e, dw_ops.pad_weights(wd), bd, wp, bp, k, stride, (1, 1, 1, 1), 3, gate, res, cfg)
+        assert rel(y, ref) < 1e-5, cfg
+
+
 def test_squeeze_of_a_pre_activation():
     h, b = torch.randn(3, 7, 9, 40), torch.randn(40)  # 63 pixels: one full and one partial pixel block... of 64
     pooled = dw_ops.squeeze(h, b, 3)
@@ -218,11 +269,14 @@ def test_block_matches_pytorch(cin, stage, act, padding):
     x = torch.randn(2, cin, 9, 9)
     ref = model.stages[0][0](x)
     # MBConv: expand + depthwise fused (where stride 1 with an expand), the library's depthwise with its bias and
-    # activation in the project prologue, or ours separately; Fused-MBConv: ours or the library's conv
-    for fuse, lib in ((True, False), (False, True), (False, False)):
-        engine = FusedNet(model, dtype=torch.float32, device="cpu", fuse_expand=fuse, library_convs=lib)
+    # activation in the project prologue, ours separately, or the depthwise in the project GEMM's prologue (SE:
+    # after a squeeze-only pass); Fused-MBConv: ours or the library's conv
+    ways = ((True, False, False), (False, True, False), (False, False, False))
+    for fuse, lib, dwp in ways + (((False, False, True),) if stage.block is MB else ()):
+        engine = FusedNet(model, dtype=torch.float32, device="cpu", fuse_expand=fuse, library_convs=lib,
+                          dw_project=dwp)
         y = engine.run_block(nhwc(x), engine.layers[0])
-        assert rel(y, nhwc(ref)) < 1e-4, (fuse, lib)
+        assert rel(y, nhwc(ref)) < 1e-4, (fuse, lib, dwp)
 
 
 @pytest.mark.parametrize("name,kw", [("efficientnet_b0", {"width": 0.25, "depth": 0.25}),

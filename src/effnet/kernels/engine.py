@@ -7,9 +7,13 @@ bf16/fp16, on the GPU) -> logits (float32).  Per block kind (read from its Block
   SE gate applied to its A operand as it is loaded and the residual added in its epilogue.  A stride-1
   MBConv can run expand + depthwise as one kernel (``expand_depthwise``), and any MBConv can run the
   library's depthwise conv (cuDNN, no bias) with its bias and activation applied in the project GEMM's
-  prologue (and the SE squeeze as one extra read); which way is used is timed per block shape on
-  first use (``fuse_expand=None``, ``library_convs=None``) or forced (``fuse_expand=True``: the fused
-  kernel where there is one; ``library_convs=True``: the library's depthwise; False: never).
+  prologue (and the SE squeeze as one extra read), or compute the depthwise inside the project GEMM's
+  prologue (``triton_dwproject``: the depthwise output never goes to memory; with SE a squeeze-only
+  depthwise pass first, so the whole block is two passes over the expanded tensor); which way is used
+  is timed per block shape on first use (``fuse_expand=None``, ``library_convs=None``,
+  ``dw_project=None``) or forced (``dw_project=True``: depthwise in the project GEMM, before the other
+  two flags; ``fuse_expand=True``: the fused kernel where there is one; ``library_convs=True``: the
+  library's depthwise; False: never).
 - Fused-MBConv: kxk conv + act + 1x1 project (+ residual) in one kernel when the expanded width fits a
   tile (<= 256), or the library's conv (cuDNN) with the activation applied in the project GEMM's
   prologue, again timed per shape (``library_convs=None``) or forced; with SE, conv then project GEMM.
@@ -43,14 +47,14 @@ TORCH_ACTS = {"relu": F.relu, "relu6": F.relu6, "silu": F.silu, "hardswish": F.h
 def _load_ops():
     """The Triton kernels module; Triton is an optional dependency, imported only when an engine is built."""
     try:
-        from effnet.kernels import triton_depthwise, triton_fused, triton_ops
+        from effnet.kernels import triton_depthwise, triton_dwproject, triton_fused, triton_ops
     except ImportError as e:
         raise RuntimeError(f"the fused (triton) engine needs Triton, which is not importable here ({e}); "
                            "install it with `pip install triton` on a machine with a CUDA GPU") from None
     return SimpleNamespace(**{k: getattr(triton_ops, k) for k in ("ACT_CODES", "pointwise", "se_excite", "conv")},
                            depthwise=triton_depthwise.depthwise, pad_dw_weights=triton_depthwise.pad_weights,
                            squeeze=triton_depthwise.squeeze,
-                           expand_depthwise=triton_fused.expand_depthwise)
+                           expand_depthwise=triton_fused.expand_depthwise, dw_project=triton_dwproject.dw_project)
 
 
 def _library_conv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, stride: int,
@@ -62,6 +66,10 @@ def _library_conv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, stri
     else:
         pad = pads[0]
     return F.conv2d(xv, w, b, stride, pad, groups=groups).permute(0, 2, 3, 1).contiguous()
+
+
+def _out_hw(size_hw: tuple[int, int], kernel: int, stride: int, pads: tuple[int, int, int, int]) -> tuple[int, int]:
+    return tuple((n + a + b - kernel) // stride + 1 for n, a, b in zip(size_hw, pads[::2], pads[1::2]))
 
 
 def _pads(size_hw: tuple[int, int], kernel: int, stride: int, padding: str) -> tuple[int, int, int, int]:
@@ -78,7 +86,7 @@ class FusedNet(nn.Module):
     def __init__(self, model: nn.Module | Plan, state_dict: dict | None = None, *,
                  dtype: torch.dtype = torch.bfloat16, device: str | torch.device = "cuda",
                  cuda_graph: bool = True, fuse_expand: bool | None = None,
-                 library_convs: bool | None = None) -> None:
+                 library_convs: bool | None = None, dw_project: bool | None = None) -> None:
         super().__init__()
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of torch.bfloat16, torch.float16, torch.float32; got {dtype}")
@@ -98,7 +106,7 @@ class FusedNet(nn.Module):
         self.plan, self.dtype, self.device = plan, dtype, device
         self.cuda_graph = cuda_graph and device.type == "cuda"
         # None: time both ways per block on first use (cached with the tile choices); True/False: force
-        self.fuse_expand, self.library_convs = fuse_expand, library_convs
+        self.fuse_expand, self.library_convs, self.dw_project = fuse_expand, library_convs, dw_project
         self.net = folding.fold(plan, sd)
         self.layers = [self._prepare_block(b) for b in self.net.blocks]
         self.stem = self._dense(self.net.stem)
@@ -153,9 +161,11 @@ class FusedNet(nn.Module):
         def expand():
             return ops.pointwise(x, *L["expand"], act) if s.has_expand else x
 
+        def excite(pooled, hw):
+            return ops.se_excite(pooled, hw, *L["se"], act) if s.has_se else None
+
         def project(d, pooled, **pre):
-            gate = ops.se_excite(pooled, d.shape[1] * d.shape[2], *L["se"], act) if s.has_se else None
-            return ops.pointwise(d, *L["project"], 0, gate=gate, residual=res, **pre)
+            return ops.pointwise(d, *L["project"], 0, gate=excite(pooled, d.shape[1] * d.shape[2]), residual=res, **pre)
 
         def separate():  # expand GEMM, our depthwise (+ bias, act, squeeze), project GEMM
             return project(*ops.depthwise(expand(), *L["dw"], s.kernel, s.stride, pads, act, s.has_se))
@@ -168,17 +178,26 @@ class FusedNet(nn.Module):
             bias = L["dw"][1]
             return project(d, ops.squeeze(d, bias, act) if s.has_se else None, pre_act=act, pre_bias=bias)
 
-        paths = {"fused": fused, "separate": separate, "library": library}
+        def dwproject():  # depthwise in the project GEMM's prologue; SE: a squeeze-only depthwise pass first
+            e = expand()
+            hw = _out_hw(x.shape[1:3], s.kernel, s.stride, pads)
+            pooled = ops.depthwise(e, *L["dw"], s.kernel, s.stride, pads, act, True, store=False)[1] if s.has_se else None
+            return ops.dw_project(e, *L["dw"], *L["project"], s.kernel, s.stride, pads, act,
+                                  gate=excite(pooled, hw[0] * hw[1]), residual=res)
+
+        paths = {"fused": fused, "separate": separate, "library": library, "dwproject": dwproject}
         if not (s.has_expand and s.stride == 1) or self.fuse_expand is False:
             del paths["fused"]
         if self.library_convs is False:
             del paths["library"]
-        forced = ("fused" if self.fuse_expand and "fused" in paths else "library" if self.library_convs
-                  else None)
+        if self.dw_project is False:
+            del paths["dwproject"]
+        forced = ("dwproject" if self.dw_project else "fused" if self.fuse_expand and "fused" in paths
+                  else "library" if self.library_convs else None)
         if forced or len(paths) == 1:
             return paths[forced or next(iter(paths))]()
-        return self._choose("mbconv_path3", (tuple(x.shape), s.mid_channels, s.kernel, s.stride, s.has_se, act,
-                                             *paths), paths, None)
+        return self._choose("mbconv_path4", (tuple(x.shape), s.mid_channels, s.out_channels, s.kernel, s.stride,
+                                             s.has_se, s.residual, act, *paths), paths, None)
 
     def _fused_mbconv(self, x: torch.Tensor, L: dict) -> torch.Tensor:
         s, ops, act = L["spec"], self.ops, L["act"]

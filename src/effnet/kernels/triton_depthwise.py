@@ -81,7 +81,8 @@ def _dw_row(acc, xb, w_ptr, c, c_mask, p_mask, ih, iw0, kh, H, W, C, WS, KS: tl.
 def _dw_tile(x_ptr, w_ptr, bias_ptr, out_ptr, pool_ptr, NB, H, W, C, WS, OH, OW, pad_t, pad_l, n_pb, n_tw, n_ptot,
              n_cb, KS: tl.constexpr, STRIDE: tl.constexpr, ACT: tl.constexpr, SQUEEZE: tl.constexpr,
              BP: tl.constexpr, BC: tl.constexpr, TW: tl.constexpr, GP: tl.constexpr, CF: tl.constexpr,
-             NSEG: tl.constexpr, EVEN_C: tl.constexpr, RELAXED: tl.constexpr, RL: tl.constexpr):
+             NSEG: tl.constexpr, EVEN_C: tl.constexpr, RELAXED: tl.constexpr, RL: tl.constexpr,
+             STORE: tl.constexpr):
     pid = tl.program_id(0)
     if CF:
         cb = pid % n_cb
@@ -128,7 +129,8 @@ def _dw_tile(x_ptr, w_ptr, bias_ptr, out_ptr, pool_ptr, NB, H, W, C, WS, OH, OW,
             acc = _dw_row(acc, xb, w_ptr, c, c_mask, p_mask, ih0 + kh, iw0, kh, H, W, C, WS, KS, EVEN_C)
     y = _act(acc + tl.load(bias_ptr + c, mask=c_mask, other=0.0)[None, :], ACT)
     mask = p_mask[:, None] & c_mask[None, :]
-    tl.store(o_pix[:, None] + c[None, :], y.to(out_ptr.dtype.element_ty), mask=mask)
+    if STORE:  # off: a squeeze-only pass (the SE gate of a block whose depthwise is recomputed later)
+        tl.store(o_pix[:, None] + c[None, :], y.to(out_ptr.dtype.element_ty), mask=mask)
     if SQUEEZE:
         ys = tl.where(mask, y, 0.0)
         if GP:  # one partial sum per image this block touches (at most NSEG)
@@ -145,9 +147,9 @@ def _depthwise_kernel(x_ptr, w_ptr, bias_ptr, out_ptr, pool_ptr, NB, H, W, C, WS
                       n_pb, n_tw, n_ptot, n_cb, KS: tl.constexpr, STRIDE: tl.constexpr, ACT: tl.constexpr,
                       SQUEEZE: tl.constexpr, BP: tl.constexpr, BC: tl.constexpr, TW: tl.constexpr,
                       GP: tl.constexpr, CF: tl.constexpr, NSEG: tl.constexpr, EVEN_C: tl.constexpr,
-                      RELAXED: tl.constexpr, RL: tl.constexpr):
+                      RELAXED: tl.constexpr, RL: tl.constexpr, STORE: tl.constexpr):
     _dw_tile(x_ptr, w_ptr, bias_ptr, out_ptr, pool_ptr, NB, H, W, C, WS, OH, OW, pad_t, pad_l, n_pb, n_tw, n_ptot,
-             n_cb, KS, STRIDE, ACT, SQUEEZE, BP, BC, TW, GP, CF, NSEG, EVEN_C, RELAXED, RL)
+             n_cb, KS, STRIDE, ACT, SQUEEZE, BP, BC, TW, GP, CF, NSEG, EVEN_C, RELAXED, RL, STORE)
 
 
 @triton.jit
@@ -156,9 +158,9 @@ def _depthwise_kernel_spec(x_ptr, w_ptr, bias_ptr, out_ptr, pool_ptr, NB, H, W: 
                            STRIDE: tl.constexpr, ACT: tl.constexpr, SQUEEZE: tl.constexpr, BP: tl.constexpr,
                            BC: tl.constexpr, TW: tl.constexpr, GP: tl.constexpr, CF: tl.constexpr,
                            NSEG: tl.constexpr, EVEN_C: tl.constexpr, RELAXED: tl.constexpr,
-                           RL: tl.constexpr):
+                           RL: tl.constexpr, STORE: tl.constexpr):
     _dw_tile(x_ptr, w_ptr, bias_ptr, out_ptr, pool_ptr, NB, H, W, C, WS, OH, OW, pad_t, pad_l, n_pb, n_tw, n_ptot,
-             n_cb, KS, STRIDE, ACT, SQUEEZE, BP, BC, TW, GP, CF, NSEG, EVEN_C, RELAXED, RL)
+             n_cb, KS, STRIDE, ACT, SQUEEZE, BP, BC, TW, GP, CF, NSEG, EVEN_C, RELAXED, RL, STORE)
 
 
 @triton.jit
@@ -170,7 +172,8 @@ def _rows_tap(acc, xv, w_ptr, wcol, kh: tl.constexpr, kw: tl.constexpr, WS, KS: 
 @triton.jit
 def _depthwise_rows_kernel(x_ptr, w_ptr, bias_ptr, out_ptr, pool_ptr, H, W, C, WS, OH, OW, pad_t, pad_l,
                            n_strips, n_cols, n_cb, wstep, KS: tl.constexpr, ACT: tl.constexpr, SQUEEZE: tl.constexpr,
-                           RS: tl.constexpr, TW: tl.constexpr, BC: tl.constexpr, EVEN_C: tl.constexpr):
+                           RS: tl.constexpr, TW: tl.constexpr, BC: tl.constexpr, EVEN_C: tl.constexpr,
+                           STORE: tl.constexpr):
     """Stride 1: a program walks down RS output rows of a TW x BC column; every input row is loaded k times
     (once per horizontal tap) and feeds the k output rows that use it, so a loaded and converted element
     serves k multiply-adds instead of one.  acc0..acc4 are the open output rows, newest first."""
@@ -232,7 +235,8 @@ def _depthwise_rows_kernel(x_ptr, w_ptr, bias_ptr, out_ptr, pool_ptr, H, W, C, W
         o_ok = (r >= KS - 1) & (oh < OH) & (oh < oh0 + RS)
         mask = (ow_ok & o_ok)[:, None] & c_mask[None, :]
         y = _act(done + bias, ACT)
-        tl.store(o_img + (oh * OW + ow)[:, None] * C + c[None, :], y.to(out_ptr.dtype.element_ty), mask=mask)
+        if STORE:
+            tl.store(o_img + (oh * OW + ow)[:, None] * C + c[None, :], y.to(out_ptr.dtype.element_ty), mask=mask)
         if SQUEEZE:
             ssum += tl.where(mask, y, 0.0)
     if SQUEEZE:
@@ -273,31 +277,36 @@ def pad_weights(w: torch.Tensor) -> torch.Tensor:
 
 
 def depthwise(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, kernel: int, stride: int,
-              pads: tuple[int, int, int, int], act: int, squeeze: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+              pads: tuple[int, int, int, int], act: int, squeeze: bool,
+              store: bool = True) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """Depthwise conv on NHWC ``x`` with weight [k*k, C] (best given through ``pad_weights`` once);
     ``pads`` = (top, bottom, left, right).  Returns the output and, when ``squeeze``, its per-sample channel
-    sums [N, C] (float32)."""
+    sums [N, C] (float32).  ``store=False`` (with ``squeeze``): the sums only, the output is not written (None)."""
     nb, h, wd, c = x.shape
     w = pad_weights(w)
     cands = [c_ for c_ in CANDIDATES.get(kernel, CANDIDATES[5]) if stride == 1 or "RS" not in c_]
-    cfg = tune.pick("depthwise3", (nb, h, wd, c, kernel, stride, act, squeeze), cands,
-                    lambda c_: launch(x, w, bias, kernel, stride, pads, act, squeeze, c_),
+    key = (nb, h, wd, c, kernel, stride, act, squeeze) + (() if store else ("nostore",))
+    cfg = tune.pick("depthwise3", key, cands,
+                    lambda c_: launch(x, w, bias, kernel, stride, pads, act, squeeze, c_, store=store),
                     clip={"BC": _p2(c)})
-    return launch(x, w, bias, kernel, stride, pads, act, squeeze, cfg)[:2]
+    return launch(x, w, bias, kernel, stride, pads, act, squeeze, cfg, store=store)[:2]
 
 
 def launch(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, kernel: int, stride: int,
            pads: tuple[int, int, int, int], act: int, squeeze: bool, cfg: dict, *, relaxed: bool = True,
-           out: torch.Tensor | None = None, pooled: torch.Tensor | None = None):
+           out: torch.Tensor | None = None, pooled: torch.Tensor | None = None, store: bool = True):
     """One launch with tile config ``cfg`` and padded weights (``pad_weights``); ``out`` / ``pooled`` (zeroed)
-    may be given preallocated.  Returns (out, pooled or None, the compiled kernel)."""
+    may be given preallocated; ``store=False``: the squeeze alone (out is None).  Returns (out, pooled or None,
+    the compiled kernel)."""
     nb, h, wd, c = x.shape
     assert w.shape[1] % WEIGHT_ALIGN == 0 and w.shape[1] >= c, "weights not padded: use pad_weights"
     oh, ow = out_size(h, kernel, stride, pads[0], pads[1]), out_size(wd, kernel, stride, pads[2], pads[3])
     bc = min(cfg["BC"], _p2(c))
     n_cb = triton.cdiv(c, bc)
-    if out is None:
+    assert store or squeeze, "a depthwise pass that stores nothing must squeeze"
+    if out is None and store:
         out = x.new_empty((nb, oh, ow, c))
+    dst = out if store else x  # not written when store is off
     if squeeze and pooled is None:
         pooled = torch.zeros((nb, c), device=x.device, dtype=torch.float32)
     opts = {"maxnreg": cfg["maxnreg"]} if cfg.get("maxnreg") else {}
@@ -306,9 +315,9 @@ def launch(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, kernel: int, st
         rs, tw = min(cfg["RS"], oh), min(cfg["TW"], _p2(ow, 8))
         n_strips, n_cols = triton.cdiv(oh, rs), triton.cdiv(ow, tw)
         compiled = _depthwise_rows_kernel[(nb * n_strips * n_cols * n_cb,)](
-            x, w, bias, out, pooled if squeeze else out, h, wd, c, w.shape[1], oh, ow, pads[0], pads[2], n_strips,
+            x, w, bias, dst, pooled if squeeze else dst, h, wd, c, w.shape[1], oh, ow, pads[0], pads[2], n_strips,
             n_cols, n_cb, 0, KS=kernel, ACT=act, SQUEEZE=squeeze, RS=rs, TW=tw, BC=bc, EVEN_C=c % bc == 0,
-            num_warps=cfg["warps"], **opts)
+            STORE=store, num_warps=cfg["warps"], **opts)
         return out, (pooled if squeeze else None), compiled
     bp, tw, gp = cfg["BP"], min(cfg["TW"], cfg["BP"]), cfg["GP"]
     if gp and nb * oh * ow >= 2**31:
@@ -322,8 +331,8 @@ def launch(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, kernel: int, st
     nseg = triton.cdiv(bp - 1, oh * ow) + 1 if gp else 1
     fn = _depthwise_kernel_spec if cfg.get("SPEC") else _depthwise_kernel
     compiled = fn[(n_ptot * n_cb,)](
-        x, w, bias, out, pooled if squeeze else out, nb, h, wd, c, w.shape[1], oh, ow, pads[0], pads[2], n_pb, n_tw, n_ptot,
+        x, w, bias, dst, pooled if squeeze else dst, nb, h, wd, c, w.shape[1], oh, ow, pads[0], pads[2], n_pb, n_tw, n_ptot,
         n_cb, KS=kernel, STRIDE=stride, ACT=act, SQUEEZE=squeeze, BP=bp, BC=bc, TW=tw if not gp else 0, GP=gp,
-        CF=cfg["CF"], NSEG=nseg, EVEN_C=c % bc == 0, RELAXED=relaxed, RL=cfg.get("RL", 0), num_warps=cfg["warps"],
-        **opts)
+        CF=cfg["CF"], NSEG=nseg, EVEN_C=c % bc == 0, RELAXED=relaxed, RL=cfg.get("RL", 0), STORE=store,
+        num_warps=cfg["warps"], **opts)
     return out, (pooled if squeeze else None), compiled
