@@ -11,6 +11,12 @@ is a separate add kernel)), ``fused`` (FusedNet per model), ``blocks`` (per-bloc
 of B0: fused vs eager effnet), ``baselines`` (torchvision + torch.compile, effnet BN-folded + torch.compile,
 FusedNet; batch 1 with CUDA graphs; in scripts/bench_fused_baselines.py), ``profile`` (fused B0's device time
 by kernel).  Medians of CUDA-event timings.
+
+Environment: ``ONLY`` (models of ``fused``/``baselines``), ``CHECK`` (parts of ``check``: blocks, models, trained,
+dw, dwp, dwp_models), ``B0_BATCHES`` (``fused``: B0's batch sizes, default 256,1), ``DWP_COMPARE=1`` (``fused``:
+also the engine with the depthwise-in-project path forbidden, same process), ``BLOCK_MODELS`` / ``BLOCK_VS``
+(``blocks``: which models, and ``dwproject`` to compare that path forced / forbidden instead of expand fusion),
+``PRECOMPILE=1`` (compile the ``ONLY`` models' kernels in parallel worker processes, started first).
 """
 
 from __future__ import annotations
@@ -119,17 +125,21 @@ def part_check() -> None:
 
     tune.enabled = False  # correctness only: first-candidate tiles, no timing
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    what = os.environ.get("CHECK", "blocks,models,trained,dw").split(",")
+    what = os.environ.get("CHECK", "blocks,models,trained,dw,dwp,dwp_models").split(",")
+    check_paths = os.environ.get("CHECK_PATHS", "fused,library,separate,dwproject").split(",")
+    if "dwp" in what:
+        check_dwproject()
     for name, cin, stage, act, pad, size in BLOCKS if "blocks" in what else ():
         cfg = ModelConfig(spec=NetSpec(cin, (stage,), None), num_classes=0, activation=act, padding=pad)
         model = randomize_bn(EfficientConvNet(cfg)).eval().cuda()
         block = model.stages[0][0]
         # paths: MBConv fused expand + depthwise (or separate where none) / library depthwise / ours separate;
         # Fused-MBConv: our conv kernel / the library's conv
-        for fuse, lib, path in ((True, False, "fused"), (False, True, "library"), (False, False, "separate")):
-            if stage.block is not MB and path == "separate":
+        for fuse, lib, dwp, path in ((True, False, False, "fused"), (False, True, False, "library"),
+                                     (False, False, False, "separate"), (False, False, True, "dwproject")):
+            if stage.block is not MB and path in ("separate", "dwproject") or path not in check_paths:
                 continue
-            fused = FusedNet(model, dtype=torch.bfloat16, fuse_expand=fuse, library_convs=lib)
+            fused = FusedNet(model, dtype=torch.bfloat16, fuse_expand=fuse, library_convs=lib, dw_project=dwp)
             x = torch.randn(8, cin, size, size, device="cuda")
             ref = block(x)
             y = fused.run_block(nhwc(x).to(torch.bfloat16), fused.layers[0]).permute(0, 3, 1, 2)
@@ -147,6 +157,14 @@ def part_check() -> None:
         torch_bf16 = {f"torch_bf16_{k}": v for k, v in agreement(y_torch, ref).items()}
         emit(part="check_model", model=name, res=res, rel_err=rel(y, ref), **agreement(y, ref),
              torch_bf16_rel_err=rel(y_torch, ref), **torch_bf16)
+    for name in ("mobilenet_v2_100", "efficientnet_b0") if "dwp_models" in what else ():
+        res = effnet.model_config(name).resolution
+        model = calibrate_bn(effnet.create_model(name).cuda(), res)
+        x = torch.randn(32, 3, res, res, device="cuda")
+        ref = model(x)
+        y = FusedNet(model, dtype=torch.bfloat16, dw_project=True)(
+            x.to(torch.bfloat16).contiguous(memory_format=torch.channels_last))
+        emit(part="check_model", model=name, res=res, path="dwproject", rel_err=rel(y, ref), **agreement(y, ref))
     for path in ("runs/digits/best.safetensors", "runs/digits_b0/best.safetensors") if "trained" in what else ():
         if os.path.exists(path):
             check_trained(path)
@@ -176,6 +194,50 @@ def check_depthwise_candidates() -> None:
             name = "_".join(f"{a}{v}" for a, v in cfg.items())
             errs[name] = max(rel(y.permute(0, 3, 1, 2), ref), rel(pooled, ref.sum((2, 3))))
         emit(part="check_dw", hw=hw, channels=c, k=k, stride=s, rel_err=errs, ok=max(errs.values()) <= 2e-2)
+
+
+# MobileNetV2's block shapes (h = w in, mid, out, k, stride, act 2 = relu6, residual) and three of B0's (act 3 =
+# SiLU, SE gate), so that these checks also compile the kernels the tuner needs later
+DWP_SHAPES = [(112, 32, 16, 3, 1, 2, False, False), (112, 96, 24, 3, 2, 2, False, False),
+              (56, 144, 24, 3, 1, 2, True, False), (56, 144, 32, 3, 2, 2, False, False),
+              (28, 192, 32, 3, 1, 2, True, False), (28, 192, 64, 3, 2, 2, False, False),
+              (14, 384, 64, 3, 1, 2, True, False), (14, 384, 96, 3, 1, 2, False, False),
+              (14, 576, 96, 3, 1, 2, True, False), (14, 576, 160, 3, 2, 2, False, False),
+              (7, 960, 160, 3, 1, 2, True, False), (7, 960, 320, 3, 1, 2, False, False),
+              (56, 144, 24, 3, 1, 3, True, True), (28, 240, 40, 5, 1, 3, True, True), (14, 672, 192, 5, 2, 3, False, True)]
+
+
+@torch.no_grad()
+def check_dwproject(batch: int = 256) -> None:
+    """The depthwise-in-project kernel, bf16 vs float32 PyTorch (random weights) at the models' own shapes and
+    batch (the kernels compiled here are the ones the tuner launches later): every tile candidate on the first
+    three shapes, the first candidate on the others (CHECK_ALL=1: every candidate everywhere)."""
+    import torch.nn.functional as F
+
+    from effnet.kernels import triton_depthwise as dw
+    from effnet.kernels import triton_dwproject as dwp
+
+    acts = {2: F.relu6, 3: F.silu}
+    sweep_all = os.environ.get("CHECK_ALL") == "1"
+    for i, (hw, c, n_out, k, s, act, res, se) in enumerate(DWP_SHAPES):
+        p = (k - 1) // 2
+        oh = (hw + 2 * p - k) // s + 1
+        e = torch.randn(batch, hw, hw, c, device="cuda")
+        wd, bd = torch.randn(k * k, c, device="cuda") * 0.3, torch.randn(c, device="cuda") * 0.1
+        wp, bp = torch.randn(c, n_out, device="cuda") / c ** 0.5, torch.randn(n_out, device="cuda")
+        gate = torch.rand(batch, c, device="cuda") if se else None
+        residual = torch.randn(batch, oh, oh, n_out, device="cuda") if res else None
+        d = acts[act](F.conv2d(e.permute(0, 3, 1, 2), wd.t().reshape(c, 1, k, k), bd, s, p, groups=c))
+        d = d.permute(0, 2, 3, 1) * (gate[:, None, None, :] if se else 1)
+        ref = d @ wp + bp + (residual if res else 0)
+        errs = {}
+        for cfg in dwp.CANDIDATES if i < 3 or sweep_all else dwp.CANDIDATES[:1]:
+            y = dwp._launch(e.to(torch.bfloat16), dw.pad_weights(wd), bd, wp.to(torch.bfloat16), bp, k, s, (p,) * 4,
+                            act, gate, residual.to(torch.bfloat16) if res else None, cfg)
+            errs["_".join(f"{a}{v}" for a, v in cfg.items())] = rel(y, ref)
+        e = wd = d = ref = y = residual = None
+        emit(part="check_dwp", batch=batch, hw=hw, mid=c, out=n_out, k=k, stride=s, act=act, residual=res, se=se, rel_err=errs,
+             ok=max(errs.values()) <= 2e-2)
 
 
 @torch.no_grad()
@@ -243,36 +305,106 @@ def channels_last_input(batch: int, res: int, dtype=torch.bfloat16) -> torch.Ten
 
 @torch.no_grad()
 def part_fused() -> None:
-    from effnet.kernels import FusedNet
+    from effnet.kernels import FusedNet, tune
 
     only = os.environ.get("ONLY", ",".join(MODELS)).split(",")
-    for name, (_, res) in MODELS.items():
-        if name not in only:
-            continue
+    compare = os.environ.get("DWP_COMPARE", "0") == "1"
+    wait_precompile()
+    for name in only:  # in the order given
+        res = MODELS[name][1]
         model = randomize_bn(effnet.create_model(name)).cuda().eval()
-        fused = FusedNet(model, dtype=torch.bfloat16)
-        for batch in (256, 1) if name == "efficientnet_b0" else (256,):
+        engines = {"effnet_fused": FusedNet(model, dtype=torch.bfloat16)}
+        if compare:  # the same weights, the depthwise-in-project path forbidden (each tunes its own path choice)
+            engines["effnet_fused_no_dwproject"] = FusedNet(model, dtype=torch.bfloat16, dw_project=False)
+        b0_batches = [int(b) for b in os.environ.get("B0_BATCHES", "256,1").split(",")]
+        for batch in b0_batches if name == "efficientnet_b0" else (256,):
             x = channels_last_input(batch, res)
-            t0 = time.time()
-            fused(x)
-            torch.cuda.synchronize()
-            first = time.time() - t0
-            ms = bench(lambda: fused(x), 100 if batch == 1 else 20)
-            emit(part="speed", who="effnet_fused", model=name, res=res, batch=batch, ms=ms, img_s=batch / ms * 1e3,
-                 first_call_s=first)
-        fused = model = None
+            for who, fused in engines.items():
+                t0 = time.time()
+                fused(x)
+                torch.cuda.synchronize()
+                emit(part="first_call", who=who, model=name, batch=batch, seconds=time.time() - t0)
+            for rnd in range(2 if compare else 1):  # twice, alternating, when comparing: drift shows
+                for who, fused in engines.items():
+                    ms = bench(lambda: fused(x), 100 if batch == 1 else 20)
+                    emit(part="speed", who=who, model=name, res=res, batch=batch, ms=ms, img_s=batch / ms * 1e3,
+                         round=rnd)
+        emit(part="paths", model=name, choices={k: v["path"] for k, v in tune._memory.items() if "path" in v})
+        x = channels_last_input(256, res)  # the tuned engines (tile and path choices as timed) vs float32 PyTorch
+        ref = model(x.float())
+        for who, fused in engines.items():
+            y = fused(x)
+            emit(part="check_tuned", who=who, model=name, batch=256, rel_err=rel(y, ref), ok=rel(y, ref) <= 2e-2,
+                 **agreement(y, ref))
+        engines = fused = model = x = ref = y = None
         torch.cuda.empty_cache()
+
+
+_PRECOMPILE: list = []
+
+
+def start_precompile() -> None:
+    """Worker processes that compile the ``ONLY`` models' kernels (every tile candidate and path; nothing timed),
+    a few blocks each, so that the tuning later finds Triton's compile cache warm."""
+    import subprocess
+
+    only = os.environ.get("ONLY", ",".join(MODELS)).split(",")
+    shards = int(os.environ.get("PRECOMPILE_SHARDS", "6"))
+    for name in only:
+        for i in range(shards):
+            _PRECOMPILE.append(subprocess.Popen([sys.executable, os.path.abspath(__file__), "__precompile__", name,
+                                                 str(i), str(shards)]))
+
+
+def wait_precompile(limit_s: float = 240.0) -> None:
+    t0 = time.time()
+    for p in _PRECOMPILE:
+        try:
+            p.wait(timeout=max(1.0, limit_s - (time.time() - t0)))
+        except Exception:  # noqa: BLE001  too slow: the tuner compiles what is missing
+            p.kill()
+    if _PRECOMPILE:
+        emit(part="precompile", seconds_waited=time.time() - t0, rcs=[p.returncode for p in _PRECOMPILE])
+    _PRECOMPILE.clear()
+
+
+@torch.no_grad()
+def precompile_shard(name: str, shard: int, shards: int, batch: int = 256) -> None:
+    """Compile-only run of every ``shards``-th block of ``name`` at ``batch``, on inputs of each block's shape
+    (the stem and head, a few kernels, compile when the model is first tuned)."""
+    from effnet.kernels import FusedNet, tune
+
+    tune.compile_only = True
+    model = randomize_bn(effnet.create_model(name)).cuda().eval()
+    fused = FusedNet(model, dtype=torch.bfloat16, cuda_graph=False)
+    res = MODELS[name][1]
+    with torch.autocast("cuda", dtype=torch.bfloat16):  # each block's input shape, from one image
+        shapes = [model.stem(torch.randn(1, 3, res, res, device="cuda")).shape]
+        for stage in model.stages:
+            for blk in stage:
+                shapes.append(blk(torch.randn(shapes[-1], device="cuda")).shape)
+    for i, layer in enumerate(fused.layers):
+        if i % shards == shard:
+            _, c, h, w = shapes[i]
+            fused.run_block(torch.randn(batch, h, w, c, device="cuda", dtype=torch.bfloat16), layer)
+    torch.cuda.synchronize()
 
 
 @torch.no_grad()
 def part_blocks() -> None:
     from effnet.kernels import FusedNet, tune
 
-    model = randomize_bn(effnet.create_model("efficientnet_b0")).cuda().eval()
-    fused = FusedNet(model, dtype=torch.bfloat16)
-    fused(channels_last_input(256, 224))  # tune, and choose each block's path
-    per_block(model, fused, FusedNet(model, dtype=torch.bfloat16, fuse_expand=False), 224)
-    emit(part="paths", choices={k: v["path"] for k, v in tune._memory.items() if "path" in v})
+    vs = os.environ.get("BLOCK_VS", "expand_fusion")
+    for name in os.environ.get("BLOCK_MODELS", "efficientnet_b0").split(","):
+        model = randomize_bn(effnet.create_model(name)).cuda().eval()
+        res = MODELS[name][1]
+        fused = FusedNet(model, dtype=torch.bfloat16)
+        fused(channels_last_input(256, res))  # tune, and choose each block's path
+        if vs == "dwproject":
+            per_block_dwproject(name, model, fused, res)
+        else:
+            per_block(model, fused, FusedNet(model, dtype=torch.bfloat16, fuse_expand=False), res)
+        emit(part="paths", model=name, choices={k: v["path"] for k, v in tune._memory.items() if "path" in v})
 
 
 def graph_ms(fn, autocast: bool = False) -> float:
@@ -310,6 +442,33 @@ def per_block(model: nn.Module, fused, unfused, res: int, batch: int = 256) -> N
 
 
 @torch.no_grad()
+def per_block_dwproject(name: str, model: nn.Module, fused, res: int, batch: int = 256) -> None:
+    """Each MBConv block alone (CUDA graph, real input): the engine's choice, the depthwise-in-project path
+    forced, and the engine with that path forbidden (choosing among the others)."""
+    from effnet.kernels import FusedNet
+
+    forced = FusedNet(model, dtype=torch.bfloat16, dw_project=True)
+    forbidden = FusedNet(model, dtype=torch.bfloat16, dw_project=False)
+    forbidden(channels_last_input(batch, res))  # its own path choices
+    x = channels_last_input(batch, res)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        acts = [model.stem(x.float())]
+        for stage in model.stages:
+            for blk in stage:
+                acts.append(blk(acts[-1]))
+    for layer, a in zip(fused.layers, acts[:-1]):
+        s = layer["spec"]
+        if s.block is not MB:
+            continue
+        a_nhwc = nhwc(a.to(torch.bfloat16))
+        t = {who: graph_ms(lambda e=e: e.run_block(a_nhwc, e.layers[s.index]))
+             for who, e in (("chosen", fused), ("dwproject", forced), ("no_dwproject", forbidden))}
+        emit(part="per_block_dwp", model=name, index=s.index, kernel=s.kernel, stride=s.stride, expand=s.expand_ratio,
+             se=s.has_se, in_shape=list(a.shape[1:]), mid=s.mid_channels, out_channels=s.out_channels,
+             **{f"{k}_ms": v for k, v in t.items()})
+
+
+@torch.no_grad()
 def part_profile() -> None:
     """Device time of fused B0 at batch 256 by kernel (torch.profiler, no CUDA graph), per forward."""
     from collections import defaultdict
@@ -344,7 +503,11 @@ def main() -> None:
 
     parts = os.environ.get("PARTS", "check,kernels,fused,baselines").split(",")
     emit(part="env", gpu=torch.cuda.get_device_name(), torch=torch.__version__, triton=triton.__version__,
-         parts=parts, argv=sys.argv)
+         parts=parts, argv=sys.argv, env={k: v for k, v in os.environ.items()
+                                          if k in ("ONLY", "CHECK", "B0_BATCHES", "DWP_COMPARE", "BLOCK_MODELS",
+                                                   "BLOCK_VS", "PRECOMPILE")})
+    if os.environ.get("PRECOMPILE") == "1":
+        start_precompile()
     for p in parts:
         t0 = time.time()
         {"check": part_check, "kernels": part_kernels, "fused": part_fused, "baselines": part_baselines,
@@ -353,4 +516,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["__precompile__"]:
+        precompile_shard(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+    else:
+        main()
