@@ -356,7 +356,7 @@ def start_precompile() -> None:
                                                  str(i), str(shards)]))
 
 
-def wait_precompile(limit_s: float = 240.0) -> None:
+def wait_precompile(limit_s: float = 170.0) -> None:
     t0 = time.time()
     for p in _PRECOMPILE:
         try:
