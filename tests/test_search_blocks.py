@@ -212,6 +212,8 @@ def test_clock_choice_and_a_table_timed_another_way_is_not_reused(tmp_path, one_
         resolve_clock("cpu", "sundial")
     with pytest.raises(ValueError, match="clock 'thread' needs device cpu"):
         resolve_clock("cuda", "thread")
+    with pytest.raises(ValueError, match="clock 'graph' \\(CUDA graphs\\) needs a CUDA device, got cpu"):
+        resolve_clock("cpu", "graph")
     table = LatencyTable.open(tmp_path, "cpu", "inference", 1, "thread")
     table.entries["x"] = 1.0
     table.save()

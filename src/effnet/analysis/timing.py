@@ -80,3 +80,21 @@ def time_fn(fn: Callable[[], object], *, warmup: int = 3, runs: int = 20, device
         fn()
     samples = timeit.Timer(fn, timer=stamp).repeat(repeat=runs, number=number)
     return Timing(tuple(t / number for t in samples), warmup)
+
+
+def capture_graph(fn: Callable[[], object]) -> tuple[torch.cuda.CUDAGraph, object]:
+    """``fn()`` captured in a CUDA graph; returns the graph and what the captured call returned.
+
+    ``fn`` runs once first (Triton compiles, the tuner times, memory is allocated: none of that may
+    happen inside a capture), then once on a side stream, as CUDA graph capture requires.
+    """
+    fn()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = fn()
+    return graph, out

@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from effnet.analysis.timing import time_fn
+from effnet.analysis.timing import capture_graph, time_fn
 from effnet.blocks import build_block
 from effnet.config import ModelConfig
 from effnet.io import write_atomic
@@ -42,7 +42,7 @@ from effnet.tables import BlockType
 MODES = ("inference", "train-step")
 Timer = Callable[[nn.Module, torch.Tensor], float]  # seconds per call of the module on the input
 METHOD = 3  # how entries are timed; a cached table timed another way is not reused
-CLOCKS = ("auto", "wall", "thread")
+CLOCKS = ("auto", "wall", "thread", "graph")
 
 
 def block_key(b: BlockSpec, size: int) -> str:
@@ -84,11 +84,15 @@ class _Head(nn.Module):
 
 
 def resolve_clock(device: str, clock: str = "auto") -> str:
-    """``wall``, or ``thread``: the CPU time of the calling thread, which a CPU running torch on one
-    thread spends on the computation itself.  ``auto`` picks ``thread`` there (on a shared machine
+    """``wall``; ``thread``: the CPU time of the calling thread, which a CPU running torch on one
+    thread spends on the computation itself; or ``graph`` (CUDA): each part and each network captured
+    as one CUDA graph and replayed, so what is timed is the device's work without the host's
+    per-operation launch cost.  ``auto`` picks ``thread`` on a one-thread CPU (on a shared machine
     time spent preempted by other processes is not the network's), else ``wall``."""
     if clock not in CLOCKS:
         raise ValueError(f"unknown clock {clock!r}; allowed: {', '.join(CLOCKS)}")
+    if clock == "graph" and torch.device(device).type != "cuda":
+        raise ValueError(f"clock 'graph' (CUDA graphs) needs a CUDA device, got {device}")
     single_thread_cpu = torch.device(device).type == "cpu" and torch.get_num_threads() == 1
     if clock == "thread" and not single_thread_cpu:
         raise ValueError(f"clock 'thread' needs device cpu with one torch thread (OMP_NUM_THREADS=1), "
@@ -124,7 +128,8 @@ def torch_timer(device: str, mode: str, runs: int = 20, clock: str = "auto", ste
     """
     if mode not in MODES:
         raise ValueError(f"unknown latency mode {mode!r}; allowed: {', '.join(MODES)}")
-    clock_fn = time.thread_time if resolve_clock(device, clock) == "thread" else time.perf_counter
+    clock = resolve_clock(device, clock)
+    clock_fn = time.thread_time if clock == "thread" else time.perf_counter
     on_gpu = torch.device(device).type == "cuda"
     number = steps if mode == "train-step" and on_gpu else 1
     evict = torch.zeros(evict_mib * 2**20 // 4) if mode == "train-step" and not on_gpu and evict_mib else None
@@ -135,7 +140,7 @@ def torch_timer(device: str, mode: str, runs: int = 20, clock: str = "auto", ste
         if mode == "inference":
             module.eval()
             with torch.inference_mode():
-                return time_fn(lambda: module(xd), warmup=3, runs=runs, device=device, clock=clock_fn).min
+                return run(lambda: module(xd), 1)
         module.train()
         wrt = [p for p in module.parameters() if p.requires_grad] + ([xd] if xd.requires_grad else [])
         upstream = torch.randn_like(module(xd))
@@ -146,7 +151,13 @@ def torch_timer(device: str, mode: str, runs: int = 20, clock: str = "auto", ste
         def step():
             torch.autograd.grad(module(xd), wrt, upstream)
 
-        return time_fn(step, warmup=3, runs=runs, device=device, clock=clock_fn, number=number).min
+        return run(step, number)
+
+    def run(fn: Callable[[], object], number: int) -> float:
+        if clock != "graph":
+            return time_fn(fn, warmup=3, runs=runs, device=device, clock=clock_fn, number=number).min
+        graph, _ = capture_graph(fn)  # replays queue behind each other: the device's time per call
+        return time_fn(graph.replay, warmup=3, runs=runs, device=device, number=steps).min
 
     return timer
 
@@ -317,7 +328,9 @@ def check(table: LatencyTable, configs: list[ModelConfig], timer: Timer, toleran
     rows = []
     for i, c in enumerate(configs):
         predicted, measured = table.predict(c, timer), best[i]
+        parts = predicted - sum(table.glue(b.block) for b in expand(_timed(c)).blocks)
         rows.append({"name": c.name, "predicted_ms": predicted * 1e3, "measured_ms": measured * 1e3,
+                     "parts_ms": parts * 1e3,
                      "error": predicted / measured - 1})
     worst = max(abs(r["error"]) for r in rows)
     return {"device": table.device, "mode": table.mode, "batch": table.batch, "clock": table.clock,
