@@ -22,7 +22,6 @@ shape; ``cuda_graph=False`` launches kernel by kernel).  Weights are plain tenso
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from types import SimpleNamespace
 
 import torch
