@@ -185,7 +185,7 @@ def test_dw_project_tuner_candidates():
     wp, bp, gate, res = torch.randn(c, n_out), torch.randn(n_out), torch.rand(3, c), torch.randn(3, hw, hw, n_out)
     ref = _dw_project_ref(e, wd, bd, wp, bp, k, stride, (1, 1, 1, 1), 3, gate, res)
     assert {dwp_ops.block_n(n_out, cfg) for cfg in dwp_ops.CANDIDATES} == {64, 128}
-    for cfg in dwp_ops.CANDIDATES:
+    for cfg in [*dwp_ops.CANDIDATES, {**dwp_ops.CANDIDATES[0], "RL": 1}]:  # and k3 with its rows as a loop
         y = dwp_ops._launch(e, dw_ops.pad_weights(wd), bd, wp, bp, k, stride, (1, 1, 1, 1), 3, gate, res, cfg)
         assert rel(y, ref) < 1e-5, cfg
 

@@ -28,10 +28,29 @@ from effnet.kernels.tune import config
 
 
 @triton.jit
+def _dw_row(d, e_tile, wd_ptr, kk, k_mask, p_mask, ih, iw0, kh, H, W, C, WS, KS: tl.constexpr, EVEN_K: tl.constexpr):
+    """Add kernel row ``kh``'s k taps to the depthwise chunk ``d`` [BM, BK]."""
+    h_ok = p_mask & (ih >= 0) & (ih < H)
+    for kw in tl.static_range(KS):
+        iw = iw0 + kw
+        ok = h_ok & (iw >= 0) & (iw < W)
+        if EVEN_K:  # no channel mask: the load's predicate is per pixel only
+            m = ok[:, None]
+        else:
+            m = ok[:, None] & k_mask[None, :]
+        v = tl.load(e_tile + (kh * W + kw) * C, mask=m, other=0.0)
+        # the tap's weights as a broadcast [BM, BK] tile (lands in d's layout; see triton_depthwise);
+        # unmasked: weight rows are padded to WS >= every chunk's end
+        wv = tl.load(tl.broadcast_to((wd_ptr + (kh * KS + kw) * WS + kk)[None, :], d.shape))
+        d += v.to(tl.float32) * wv
+    return d
+
+
+@triton.jit
 def _dw_project_kernel(e_ptr, wd_ptr, bd_ptr, gate_ptr, wp_ptr, bp_ptr, res_ptr, out_ptr,
                        M, H, W, C, WS, OH, OW, N, pad_t, pad_l, n_nb,
                        KS: tl.constexpr, STRIDE: tl.constexpr, ACT: tl.constexpr, HAS_GATE: tl.constexpr,
-                       HAS_RES: tl.constexpr, EVEN_K: tl.constexpr,
+                       HAS_RES: tl.constexpr, EVEN_K: tl.constexpr, RL: tl.constexpr,
                        BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
     pid = tl.program_id(0)
     pid_n = pid % n_nb  # N tiles fastest: programs that recompute the same depthwise tile run side by side
@@ -55,21 +74,12 @@ def _dw_project_kernel(e_ptr, wd_ptr, bd_ptr, gate_ptr, wp_ptr, bp_ptr, res_ptr,
         k_mask = kk < C
         e_tile = e_ptr + tap0[:, None] + kk[None, :]
         d = tl.zeros((BM, BK), dtype=tl.float32)
-        for kh in tl.static_range(KS):
-            ih = ih0 + kh
-            h_ok = p_mask & (ih >= 0) & (ih < H)
-            for kw in tl.static_range(KS):
-                iw = iw0 + kw
-                ok = h_ok & (iw >= 0) & (iw < W)
-                if EVEN_K:  # no channel mask: the load's predicate is per pixel only
-                    m = ok[:, None]
-                else:
-                    m = ok[:, None] & k_mask[None, :]
-                v = tl.load(e_tile + (kh * W + kw) * C, mask=m, other=0.0)
-                # the tap's weights as a broadcast [BM, BK] tile (lands in d's layout; see triton_depthwise);
-                # unmasked: weight rows are padded to WS >= every chunk's end
-                wv = tl.load(tl.broadcast_to((wd_ptr + (kh * KS + kw) * WS + kk)[None, :], (BM, BK)))
-                d += v.to(tl.float32) * wv
+        if RL:  # kernel rows as a loop: at k5 all 25 taps unrolled hold too many loads in flight (spills)
+            for kh in range(KS):
+                d = _dw_row(d, e_tile, wd_ptr, kk, k_mask, p_mask, ih0 + kh, iw0, kh, H, W, C, WS, KS, EVEN_K)
+        else:
+            for kh in tl.static_range(KS):
+                d = _dw_row(d, e_tile, wd_ptr, kk, k_mask, p_mask, ih0 + kh, iw0, kh, H, W, C, WS, KS, EVEN_K)
         # channels >= C: zero input, zero bias, and act(0) = 0 for every activation; their project rows are 0
         d = _act(d + tl.load(bd_ptr + kk, mask=k_mask, other=0.0)[None, :], ACT)
         if HAS_GATE:
@@ -94,7 +104,8 @@ def _dw_project_kernel(e_ptr, wd_ptr, bd_ptr, gate_ptr, wp_ptr, bp_ptr, res_ptr,
 # Instructions per depthwise multiply-add in the chunk loop (ptxas sm_90, k3, relu6, C % BK == 0): BM 64 x BK 32,
 # 4 warps 4.15 (106 registers); 128 x 32, 4 warps 3.91 (146); 128 x 32, 8 warps 4.09 (120); 32 x 64, 4 warps 4.33
 # (96); 64 x 64, 8 warps 3.95.  stages=2 pipelines the E loads through shared memory (cp.async): 22% more
-# instructions, more latency hidden.  Not yet timed on a GPU.
+# instructions, more latency hidden.  k5 runs its kernel rows as a loop (``RL``): unrolled, its 25 taps spilled
+# 76-156 bytes at 255 registers (Triton 3.6); as a loop 142-227 registers, no spills.  Not yet timed on a GPU.
 CANDIDATES = [config(BM=64, BK=32, warps=4, stages=1), config(BM=128, BK=32, warps=4, stages=1),
               config(BM=128, BK=32, warps=8, stages=1), config(BM=32, BK=64, warps=4, stages=1),
               config(BM=64, BK=64, warps=8, stages=1), config(BM=64, BK=32, warps=4, stages=2)]
@@ -135,5 +146,6 @@ def _launch(e, wd, bd, wp, bp, kernel, stride, pads, act, gate, residual, cfg):
         e, wd, bd, gate if gate is not None else bd, wp, bp, residual if residual is not None else out, out,
         m, h, w, c, wd.shape[1], oh, ow, n_out, pads[0], pads[2], n_nb,
         KS=kernel, STRIDE=stride, ACT=act, HAS_GATE=gate is not None, HAS_RES=residual is not None,
-        EVEN_K=c % bk == 0, BM=bm, BN=bn, BK=bk, num_warps=cfg["warps"], num_stages=cfg["stages"])
+        EVEN_K=c % bk == 0, RL=cfg.get("RL", int(kernel >= 5)), BM=bm, BN=bn, BK=bk, num_warps=cfg["warps"],
+        num_stages=cfg["stages"])
     return out
