@@ -100,20 +100,22 @@ def _dw_project_kernel(e_ptr, wd_ptr, bd_ptr, gate_ptr, wp_ptr, bp_ptr, res_ptr,
 
 
 # Candidates, best guess first.  BN is not a choice: the project width rounded up to a power of two, capped
-# where the accumulator would pass 64 float32 registers per thread (BM * BN <= 2048 * warps).
+# where the accumulator would pass 64 float32 registers per thread (BM * BN <= 2048 * warps), and at 128 with
+# 4 warps (BM 32 x BN 256 x BK 64 at 4 warps spilled 140 bytes; 64 x 256 x 64 at 8 warps did not).
 # Instructions per depthwise multiply-add in the chunk loop (ptxas sm_90, k3, relu6, C % BK == 0): BM 64 x BK 32,
-# 4 warps 4.15 (106 registers); 128 x 32, 4 warps 3.91 (146); 128 x 32, 8 warps 4.09 (120); 32 x 64, 4 warps 4.33
-# (96); 64 x 64, 8 warps 3.95.  stages=2 pipelines the E loads through shared memory (cp.async): 22% more
+# 4 warps 4.15 (106 registers, Triton 3.8); 128 x 32, 8 warps 4.09 (120); 32 x 64, 4 warps 4.33 (96); 128 x 16,
+# 4 warps 4.14 (122); 64 x 64, 8 warps 3.95.  (128 x 32 at 4 warps, 3.91, spilled 4-132 bytes on 6 of
+# MobileNetV2's and B0's shapes with Triton 3.6; the others none.)  stages=2 pipelines the E loads through shared memory (cp.async): 22% more
 # instructions, more latency hidden.  k5 runs its kernel rows as a loop (``RL``): unrolled, its 25 taps spilled
 # 76-156 bytes at 255 registers (Triton 3.6); as a loop 142-227 registers, no spills.  Not yet timed on a GPU.
-CANDIDATES = [config(BM=64, BK=32, warps=4, stages=1), config(BM=128, BK=32, warps=4, stages=1),
-              config(BM=128, BK=32, warps=8, stages=1), config(BM=32, BK=64, warps=4, stages=1),
+CANDIDATES = [config(BM=64, BK=32, warps=4, stages=1), config(BM=128, BK=32, warps=8, stages=1),
+              config(BM=32, BK=64, warps=4, stages=1), config(BM=128, BK=16, warps=4, stages=1),
               config(BM=64, BK=64, warps=8, stages=1), config(BM=64, BK=32, warps=4, stages=2)]
 
 
 def block_n(n_out: int, cfg: dict) -> int:
     """BN for a project width: all of it in one tile where the accumulator fits (<= 256), else the cap."""
-    cap = max(16, min(256, 2048 * cfg["warps"] // cfg["BM"]))
+    cap = max(16, min(256 if cfg["warps"] >= 8 else 128, 2048 * cfg["warps"] // cfg["BM"]))
     return min(_p2(n_out), triton.next_power_of_2(cap + 1) // 2)
 
 
