@@ -178,6 +178,48 @@ def test_conv_implicit_gemm(ci, co, stride, proj, res):
     assert rel(y, ref) < 1e-5
 
 
+# the tap-loop conv kernel (triton_conv), small tiles: input channels not a multiple of BK, mid channels
+# in several chunks of BN with a partial last one, stride 2 with SAME padding, rows not a multiple of BM
+@pytest.mark.parametrize("ci,co,stride,pads,proj,res", [(24, 40, 1, (1, 1, 1, 1), True, True),
+                                                       (20, 36, 2, (0, 1, 0, 1), True, False),
+                                                       (16, 24, 1, (1, 1, 1, 1), False, True),
+                                                       (40, 20, 2, (1, 1, 1, 1), False, False)])
+def test_conv_tap_loop_kernel(ci, co, stride, pads, proj, res):
+    k, hw = 3, 7
+    x, w, b = torch.randn(2, hw, hw, ci), torch.randn(co, ci, k, k), torch.randn(co)
+    wflat = w.permute(2, 3, 1, 0).reshape(-1, co).contiguous()
+    c2 = ci if res else 12
+    p = (torch.randn(co, c2), torch.randn(c2)) if proj else None
+    out_c = c2 if proj else co
+    ref = nhwc(F.silu(F.conv2d(F.pad(x.permute(0, 3, 1, 2), (pads[2], pads[3], pads[0], pads[1])), w, b, stride)))
+    residual = torch.randn(*ref.shape[:3], out_c) if res else None
+    if proj:
+        ref = ref @ p[0] + p[1]
+    if res:
+        ref = ref + residual
+    cfg = {"BM": 32, "BN": 16, "BK": 16, "warps": 4, "stages": 2, "TAPS": 1}
+    y = ops._conv_launch(x, wflat, b, k, stride, pads, 3, p, residual, ref.shape[1], ref.shape[2], False, cfg)
+    assert rel(y, ref) < 1e-5
+
+
+def test_conv_wide_mid_fused_project_takes_the_tap_loop_kernel():
+    ci, co, c2, hw = 16, ops.MAX_MID + 16, 8, 5  # too wide for the unrolled kernel's one-tile project
+    x, w, b = torch.randn(1, hw, hw, ci), torch.randn(co, ci, 3, 3), torch.randn(co)
+    p = (torch.randn(co, c2) / co**0.5, torch.randn(c2))
+    y = ops.conv(x, w.permute(2, 3, 1, 0).reshape(-1, co).contiguous(), b, 3, 1, (1, 1, 1, 1), 3, proj=p)
+    ref = nhwc(F.silu(F.conv2d(x.permute(0, 3, 1, 2), w, b, 1, 1))) @ p[0] + p[1]
+    assert rel(y, ref) < 1e-5
+
+
+@pytest.mark.parametrize("hw", [(3, 5), (4, 4)])  # 15 pixels: tiles of 8 straddle samples; 16: they align
+def test_pointwise_gate_on_tiles_that_straddle_samples(hw):
+    x, w, b = torch.randn(5, *hw, 24), torch.randn(24, 20), torch.randn(20)
+    gate, res = torch.rand(5, 24), torch.randn(5, *hw, 20)
+    cfg = {"BM": 8, "BN": 16, "BK": 16, "warps": 4, "stages": 2, "SPAN": 1}
+    y = ops._pointwise_launch(x, w, b, 3, gate, res, False, cfg, True, 0)
+    assert rel(y, F.silu((x * gate[:, None, None, :]) @ w + b) + res) < 1e-5
+
+
 @pytest.mark.parametrize("k,hw", [(3, 9), (5, 7), (3, 16)])
 def test_expand_depthwise_fused(k, hw):
     ci, c = 12, 40

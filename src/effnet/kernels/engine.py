@@ -10,8 +10,8 @@ bf16/fp16, on the GPU) -> logits (float32).  Per block kind (read from its Block
   prologue (and the SE squeeze as one extra read); which way is used is timed per block shape on
   first use (``fuse_expand=None``, ``library_convs=None``) or forced (``fuse_expand=True``: the fused
   kernel where there is one; ``library_convs=True``: the library's depthwise; False: never).
-- Fused-MBConv: kxk conv + act + 1x1 project (+ residual) in one kernel when the expanded width fits a
-  tile (<= 256), or the library's conv (cuDNN) with the activation applied in the project GEMM's
+- Fused-MBConv: kxk conv + act + 1x1 project (+ residual) in one kernel (``triton_conv``: the mid channels
+  in chunks; or the unrolled conv kernel, whole mid rows of <= 256 in one tile), or the library's conv (cuDNN) with the activation applied in the project GEMM's
   prologue, again timed per shape (``library_convs=None``) or forced; with SE, conv then project GEMM.
 - Depthwise-separable: depthwise, then pointwise with activation.
 - Stem: implicit-GEMM conv for few input channels; head: 1x1 conv + act + global pool in one kernel,
@@ -184,7 +184,7 @@ class FusedNet(nn.Module):
         s, ops, act = L["spec"], self.ops, L["act"]
         pads = _pads(x.shape[1:3], s.kernel, s.stride, s.padding)
         res = x if s.residual else None
-        if not s.has_se and (not s.has_project or s.mid_channels <= 256):
+        if not s.has_se:  # any mid width: the tap-loop conv kernel projects it in chunks
             proj = L["project"] if s.has_project else None
             return self._choose("fused_path", (tuple(x.shape), s.mid_channels, s.out_channels, s.kernel, s.stride), {
                 "triton": lambda: ops.conv(x, *L["expand"], s.kernel, s.stride, pads, act, proj=proj, residual=res),

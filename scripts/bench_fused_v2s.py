@@ -1,0 +1,231 @@
+# ruff: noqa: B023  (every closure below is timed in the iteration that defines it)
+"""EfficientNetV2-S (384 px, batch 256) in the fused engine: where its time goes, and the tuner's candidate
+lists of run 8 ("old") against the current ones ("new"), each in its own process with its own tuning cache.
+
+    PYTHONPATH=src python scripts/bench_fused_v2s.py         # on the GPU box; rows -> $OUT/rows.jsonl
+
+Steps ($STEPS, default all): ``precompile`` (every tile candidate of V2-S's layer shapes compiled by $SHARDS
+worker processes, each a share), ``folded`` (BN-folded effnet + torch.compile, compiled in a background
+process from the start, timed and profiled by kernel at the end), and per variant in $VARIANTS
+(default new,old): the whole model (CUDA graph), each block alone on its real input (CUDA graph) with the
+path the tuner chose / the library's convs forced / ours forced / eager effnet, the device time by kernel
+(torch.profiler), and (``new`` only) V2-S's big 1x1 GEMMs alone, every pointwise candidate vs torch.mm, and
+every conv / pointwise candidate's bf16 error on V2-S's shapes.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+from bench_fused import bench, channels_last_input, emit, graph_ms, kernel_sums, nhwc, randomize_bn, rel
+
+import effnet
+
+NAME, RES, BATCH = "efficientnet_v2_s", 384, 256
+ME = os.path.abspath(__file__)
+
+
+def use_variant(variant: str) -> None:
+    """``old``: run 8's candidate lists (the first entries of today's; no straddling-gate or tap-loop tiles)."""
+    from effnet.kernels import tune
+
+    if variant == "old":
+        tune.POINTWISE, tune.POINTWISE_SPAN, tune.CONV = tune.POINTWISE[:3], [], tune.CONV[:2]
+
+
+@torch.no_grad()
+def precompile(shard: int, shards: int) -> None:
+    from effnet.kernels import FusedNet, tune
+
+    tune.compile_only, tune.shard = True, (shard, shards)
+    fused = FusedNet(randomize_bn(effnet.create_model(NAME)).cuda().eval(), dtype=torch.bfloat16, cuda_graph=False)
+    fused(channels_last_input(BATCH, RES))
+    torch.cuda.synchronize()
+
+
+@torch.no_grad()
+def folded(folder: str) -> None:
+    """BN-folded effnet + torch.compile (as the baselines part): compile now, time and profile when told."""
+    from bench_fused_baselines import _baseline_runner
+
+    t0 = time.time()
+    run = _baseline_runner("effnet_folded_compile", NAME, BATCH)
+    open(os.path.join(folder, "ready"), "w").close()
+    setup = time.time() - t0
+    while not os.path.exists(os.path.join(folder, "go")):
+        time.sleep(0.2)
+    ms = bench(run, 20)
+    kernels = kernel_sums(run)
+    emit(part="folded_compile", model=NAME, batch=BATCH, ms=ms, setup_s=setup,
+         total_ms=sum(v[0] for v in kernels.values()), kernels=kernels)
+
+
+@torch.no_grad()
+def variant_run(variant: str) -> None:
+    from effnet.kernels import FusedNet, tune
+
+    use_variant(variant)
+    torch.backends.cudnn.benchmark = True  # as in the baselines (the library paths use cuDNN)
+    model = randomize_bn(effnet.create_model(NAME)).cuda().eval()
+    x = channels_last_input(BATCH, RES)
+    t0 = time.time()
+    engines = {"auto": FusedNet(model, dtype=torch.bfloat16)}
+    engines["auto"](x)
+    setup = time.time() - t0
+    ms = bench(lambda: engines["auto"](x), 20)
+    emit(part="v2s_speed", variant=variant, ms=ms, img_s=BATCH / ms * 1e3, setup_s=setup)
+    engines |= {"library": FusedNet(model, dtype=torch.bfloat16, library_convs=True),
+                "ours": FusedNet(model, dtype=torch.bfloat16, library_convs=False)}
+    blocks_ms(variant, model, engines, x)
+    emit(part="v2s_choices", variant=variant, choices=tune._memory)
+    plain = FusedNet(model, dtype=torch.bfloat16, cuda_graph=False)
+    kernels = kernel_sums(lambda: plain(x))
+    emit(part="v2s_profile", variant=variant, total_ms=sum(v[0] for v in kernels.values()), kernels=kernels)
+    if variant == "new":
+        gemms_alone()
+        candidate_errors()
+
+
+def blocks_ms(variant: str, model, engines: dict, x: torch.Tensor) -> None:
+    """Each block alone on its real input (CUDA graph): every engine, and eager effnet (bf16 autocast)."""
+    eager = model.to(memory_format=torch.channels_last)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        acts = [eager.stem(x.float())]
+        for stage in eager.stages:
+            for blk in stage:
+                acts.append(blk(acts[-1]))
+    blocks = [blk for stage in eager.stages for blk in stage]
+    for i, (blk, a) in enumerate(zip(blocks, acts[:-1])):
+        a16 = a.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+        a_nhwc = nhwc(a16)
+        times = {f"{k}_ms": graph_ms(lambda: e.run_block(a_nhwc, e.layers[i])) for k, e in engines.items()}
+        s = engines["auto"].layers[i]["spec"]
+        emit(part="v2s_block", variant=variant, index=i, stage=s.stage, block=s.block.value, stride=s.stride,
+             expand=s.expand_ratio, in_shape=list(a.shape[1:]), mid=s.mid_channels, out_channels=s.out_channels,
+             eager_ms=graph_ms(lambda: blk(a16), autocast=True), **times)
+    e = engines["auto"]
+    stem_in = nhwc(x)
+    whole = graph_ms(lambda: e.forward_nhwc(stem_in))
+    emit(part="v2s_whole_graph", variant=variant, ms=whole)
+
+
+GEMMS = [  # (M, K, N, what): V2-S's 1x1 convs at batch 256
+    (256 * 576, 128, 512, "s4 expand"), (256 * 576, 512, 128, "s4 project"), (256 * 576, 160, 960, "s5 expand"),
+    (256 * 576, 960, 160, "s5 project"), (256 * 144, 256, 1536, "s6 expand"), (256 * 144, 1536, 256, "s6 project"),
+    (256 * 144, 256, 1280, "head")]
+
+
+@torch.no_grad()
+def gemms_alone() -> None:
+    from effnet.kernels import triton_ops, tune
+
+    for m, k, n, what in GEMMS:
+        hw = 576 if m == 256 * 576 else 144
+        a = torch.randn(256, hw, 1, k, device="cuda", dtype=torch.bfloat16)
+        w = torch.randn(k, n, device="cuda", dtype=torch.bfloat16) / k**0.5
+        b = torch.randn(n, device="cuda")
+        a2 = a.view(m, k)
+        flop = 2 * m * k * n
+        mm = bench(lambda: a2 @ w, 20)
+        row = {"torch_mm": round(mm, 4)}
+        proj = "project" in what
+        gate = torch.rand(256, k, device="cuda") if proj else None
+        for c in tune.POINTWISE + (tune.POINTWISE_SPAN if proj else []):
+            name = "_".join(f"{q}{v}" for q, v in c.items())
+            try:
+                row[name] = round(bench(lambda: triton_ops._pointwise_launch(a, w, b, 0 if proj else 3, gate, None, False,
+                                                                         c, proj, 0), 20), 4)
+            except Exception as e:  # noqa: BLE001  a config this card cannot run
+                row[name] = repr(e)[:80]
+        best = min(v for v in row.values() if isinstance(v, float))
+        emit(part="gemm_alone", what=what, m=m, k=k, n=n, gate=proj, ms=row, torch_mm_tflops=flop / mm / 1e9,
+             best_ours_tflops=flop / best / 1e9)
+
+
+@torch.no_grad()
+def candidate_errors() -> None:
+    """Every conv candidate on V2-S's Fused-MBConv shapes and every straddling-gate pointwise tile: bf16 vs fp32."""
+    import torch.nn.functional as F
+
+    from effnet.kernels import triton_ops, tune
+
+    for hw, ci, co, c2, s, res in ((48, 24, 24, None, 1, True), (48, 24, 96, 48, 2, False), (24, 48, 192, 48, 1, True),
+                                   (24, 48, 192, 64, 2, False), (12, 64, 256, 64, 1, True)):
+        x = torch.randn(8, hw, hw, ci, device="cuda")
+        w, b = torch.randn(co, ci, 3, 3, device="cuda") / (9 * ci) ** 0.5, torch.randn(co, device="cuda")
+        p = (torch.randn(co, c2, device="cuda") / co**0.5, torch.randn(c2, device="cuda")) if c2 else None
+        ref = nhwc(F.silu(F.conv2d(x.permute(0, 3, 1, 2), w, b, s, 1)))
+        ref = ref @ p[0] + p[1] if p else ref
+        r = x if res else None
+        ref = ref + r if res else ref
+        errs = {}
+        for c in tune.CONV:
+            wf = w.permute(2, 3, 1, 0).reshape(-1, co).contiguous().to(torch.bfloat16)
+            pb = (p[0].to(torch.bfloat16), p[1]) if p else None
+            y = triton_ops._conv_launch(x.to(torch.bfloat16), wf, b, 3, s, (1, 1, 1, 1), 3, pb,
+                                        r.to(torch.bfloat16) if res else None, ref.shape[1], ref.shape[2], False, c)
+            errs["_".join(f"{q}{v}" for q, v in c.items())] = rel(y, ref)
+        emit(part="check_conv", hw=hw, ci=ci, co=co, c2=c2, stride=s, res=res, rel_err=errs, ok=max(errs.values()) <= 2e-2)
+    x, w, b = torch.randn(8, 12, 12, 256, device="cuda"), torch.randn(256, 64, device="cuda") / 16, torch.randn(64, device="cuda")
+    gate = torch.rand(8, 256, device="cuda")
+    ref = (x * gate[:, None, None, :]) @ w + b
+    errs = {"_".join(f"{q}{v}" for q, v in c.items()): rel(triton_ops._pointwise_launch(
+        x.to(torch.bfloat16), w.to(torch.bfloat16), b, 0, gate, None, False, c, True, 0), ref) for c in tune.POINTWISE_SPAN}
+    emit(part="check_pointwise_span", rel_err=errs, ok=max(errs.values()) <= 2e-2)
+
+
+def main() -> None:
+    import triton
+
+    steps = os.environ.get("STEPS", "precompile,folded,variants").split(",")
+    emit(part="env", gpu=torch.cuda.get_device_name(), torch=torch.__version__, triton=triton.__version__,
+         steps=steps, argv=sys.argv)
+    folder = tempfile.mkdtemp()
+    t0 = time.time()
+    bg = subprocess.Popen([sys.executable, ME, "__folded__", folder]) if "folded" in steps else None
+    if "precompile" in steps:
+        n = int(os.environ.get("SHARDS", "10"))
+        procs = [subprocess.Popen([sys.executable, ME, "__precompile__", str(i), str(n)]) for i in range(n)]
+        limit = float(os.environ.get("PRECOMPILE_LIMIT_S", "150"))
+        for p in procs:
+            try:
+                p.wait(timeout=max(1.0, limit - (time.time() - t0)))
+            except subprocess.TimeoutExpired:
+                p.kill()
+        emit(part="timing", section="precompile", seconds=time.time() - t0, rcs=[p.returncode for p in procs])
+    if bg is not None:  # the baseline's compile warms up on the GPU at its end: let it finish first
+        while not os.path.exists(os.path.join(folder, "ready")) and bg.poll() is None and time.time() - t0 < 150:
+            time.sleep(0.5)
+        emit(part="timing", section="folded_ready", seconds=time.time() - t0)
+    if "variants" in steps:
+        for v in os.environ.get("VARIANTS", "new,old").split(","):
+            t1 = time.time()
+            env = {**os.environ, "XDG_CACHE_HOME": os.path.join(folder, f"cache_{v}")}
+            subprocess.run([sys.executable, ME, "__variant__", v], env=env, check=False)
+            emit(part="timing", section=f"variant_{v}", seconds=time.time() - t1)
+    if bg is not None:
+        t1 = time.time()
+        while not os.path.exists(os.path.join(folder, "ready")) and bg.poll() is None and time.time() - t1 < 120:
+            time.sleep(0.5)
+        open(os.path.join(folder, "go"), "w").close()
+        try:
+            bg.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            bg.kill()
+        emit(part="timing", section="folded", seconds=time.time() - t1)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "__precompile__":
+        precompile(int(sys.argv[2]), int(sys.argv[3]))
+    elif len(sys.argv) > 1 and sys.argv[1] == "__folded__":
+        folded(sys.argv[2])
+    elif len(sys.argv) > 1 and sys.argv[1] == "__variant__":
+        variant_run(sys.argv[2])
+    else:
+        main()
