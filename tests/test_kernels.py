@@ -28,6 +28,7 @@ from support import randomize_bn
 ops = pytest.importorskip("effnet.kernels.triton_ops")
 dw_ops = pytest.importorskip("effnet.kernels.triton_depthwise")
 fused_ops = pytest.importorskip("effnet.kernels.triton_fused")
+conv_ops = pytest.importorskip("effnet.kernels.triton_conv")
 
 MB, FU, DS = BlockType.MBCONV, BlockType.FUSED_MBCONV, BlockType.DEPTHWISE_SEPARABLE
 ACTS = {0: lambda t: t, 1: F.relu, 2: F.relu6, 3: F.silu, 4: F.hardswish}
@@ -202,6 +203,38 @@ def test_conv_tap_loop_kernel(ci, co, stride, pads, proj, res):
     assert rel(y, ref) < 1e-5
 
 
+@pytest.mark.parametrize("ci,co,proj,res,hw", [(24, 40, True, True, (7, 9)), (16, 24, False, True, (5, 8)),
+                                                (40, 16, False, False, (9, 4)), (8, 48, True, False, (8, 8))])
+def test_conv_tma_kernel(ci, co, proj, res, hw):
+    """Stride 1: every tap's input a TMA box; image edges, channels past C_in and maps not a multiple of the
+    tile come from the descriptors' zero fill / clipped stores."""
+    k = 3
+    x, w, b = torch.randn(2, *hw, ci), torch.randn(co, ci, k, k), torch.randn(co)
+    wflat = w.permute(2, 3, 1, 0).reshape(-1, co).contiguous()
+    c2 = ci if res else 16
+    p = (torch.randn(co, c2), torch.randn(c2)) if proj else None
+    out_c = c2 if proj else co
+    ref = nhwc(F.silu(F.conv2d(x.permute(0, 3, 1, 2), w, b, 1, 1)))
+    residual = torch.randn(*ref.shape[:3], out_c) if res else None
+    ref = ref @ p[0] + p[1] if proj else ref
+    ref = ref + residual if res else ref
+    out = x.new_empty(ref.shape)
+    cfg = {"TH": 4, "TW": 4, "BN": 16, "BK": 16, "warps": 4, "stages": 2}
+    y = conv_ops.launch_tma(x, wflat, b, k, (1, 1, 1, 1), 3, p, residual, hw[0], hw[1], cfg, 16,
+                            16, max(16, 1 << (out_c - 1).bit_length()), out)
+    assert rel(y, ref) < 1e-5
+
+
+def test_conv_tma_kernel_only_where_it_fits():
+    x = torch.empty(1, 4, 4, 24, dtype=torch.bfloat16)
+    w = torch.empty(9 * 24, 48, dtype=torch.bfloat16)
+    assert conv_ops.tma_fits(x, w, 3, 1, (1, 1, 1, 1), None)
+    assert not conv_ops.tma_fits(x, w, 3, 2, (1, 1, 1, 1), None)  # stride 2
+    assert not conv_ops.tma_fits(x, w, 3, 1, (0, 1, 0, 1), None)  # SAME-style uneven padding
+    assert not conv_ops.tma_fits(x[..., :20].contiguous(), w[:180], 3, 1, (1, 1, 1, 1), None)  # 40-byte rows
+    assert not conv_ops.tma_fits(x.float(), w.float(), 3, 1, (1, 1, 1, 1), None)
+
+
 def test_conv_wide_mid_fused_project_takes_the_tap_loop_kernel():
     ci, co, c2, hw = 16, ops.MAX_MID + 16, 8, 5  # too wide for the unrolled kernel's one-tile project
     x, w, b = torch.randn(1, hw, hw, ci), torch.randn(co, ci, 3, 3), torch.randn(co)
@@ -209,6 +242,18 @@ def test_conv_wide_mid_fused_project_takes_the_tap_loop_kernel():
     y = ops.conv(x, w.permute(2, 3, 1, 0).reshape(-1, co).contiguous(), b, 3, 1, (1, 1, 1, 1), 3, proj=p)
     ref = nhwc(F.silu(F.conv2d(x.permute(0, 3, 1, 2), w, b, 1, 1))) @ p[0] + p[1]
     assert rel(y, ref) < 1e-5
+
+
+@pytest.mark.parametrize("gate,res", [(False, False), (True, True), (True, False)])
+def test_pointwise_tma_kernel(gate, res):
+    gemm_ops = pytest.importorskip("effnet.kernels.triton_gemm")
+    x, w, b = torch.randn(5, 3, 5, 40), torch.randn(40, 24), torch.randn(24)  # 75 rows, K and N past the tiles
+    g = torch.rand(5, 40) if gate else None
+    r = torch.randn(5, 3, 5, 24) if res else None
+    cfg = {"BM": 8, "BN": 16, "BK": 16, "warps": 4, "stages": 2, "GROUP": 3, "TMA": 1}
+    y = gemm_ops.launch(x, w, b, 3, g, r, cfg, 16, 16)
+    ref = F.silu((x * g[:, None, None, :] if gate else x) @ w + b)
+    assert rel(y, ref + r if res else ref) < 1e-5
 
 
 @pytest.mark.parametrize("hw", [(3, 5), (4, 4)])  # 15 pixels: tiles of 8 straddle samples; 16: they align

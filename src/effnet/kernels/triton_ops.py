@@ -20,7 +20,7 @@ import torch
 import triton
 import triton.language as tl
 
-from effnet.kernels import triton_conv, tune
+from effnet.kernels import triton_conv, triton_gemm, tune
 from effnet.kernels.triton_common import ACT_CODES, _act, _p2, out_size  # noqa: F401  (ACT_CODES re-exported)
 
 
@@ -187,6 +187,8 @@ def pointwise(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, act: int, *,
     cands = tune.POINTWISE
     if gate is not None and not pool:  # tiles that straddle two samples (no rows wasted at a sample's end)
         cands = cands + [c for c in tune.POINTWISE_SPAN if c["BM"] <= hw]
+    if not pool and not pre_act and triton_gemm.fits(x, w):  # operands through the TMA copy engine
+        cands = cands + [c for c in tune.POINTWISE_TMA if gate is None or c["BM"] <= hw]
     cfg = tune.pick("pointwise", key, cands,
                     lambda c: _pointwise_launch(x, w, bias, act, gate, residual, pool, c, per_sample, pre_act, pre_bias),
                     clip={"BN": _p2(n_out), "BK": _p2(k)})
@@ -197,6 +199,8 @@ def _pointwise_launch(x, w, bias, act, gate, residual, pool, cfg, per_sample, pr
     nb, h, wd, k = x.shape
     n_out, hw = w.shape[1], h * wd
     bm, bn, bk = cfg["BM"], min(cfg["BN"], _p2(n_out)), min(cfg["BK"], _p2(k))
+    if cfg.get("TMA"):
+        return triton_gemm.launch(x, w, bias, act, gate, residual, cfg, bn, bk)
     per_sample = pool or (gate is not None and not (cfg.get("SPAN") and bm <= hw))
     bps = triton.cdiv(hw, bm)
     grid_m = nb * bps if per_sample else triton.cdiv(nb * hw, bm)
@@ -233,8 +237,9 @@ def conv(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, kernel: int, stri
     flat = ci < 16
     # few input channels (the stem): the unrolled kernel's flat K; the tap-loop kernel needs >= 16 per tap.
     # A project fused into the unrolled kernel holds the whole mid row in one tile: at most MAX_MID wide.
-    cands = [c for c in tune.CONV if not (c.get("TAPS") and flat)
-             and (c.get("TAPS") or proj is None or co <= MAX_MID)]
+    tma = triton_conv.tma_fits(x, w, kernel, stride, pads, proj)
+    cands = [c for c in tune.CONV if not ((c.get("TAPS") or c.get("TH")) and flat) and (tma or not c.get("TH"))
+             and (c.get("TAPS") or c.get("TH") or proj is None or co <= MAX_MID)]
     if not cands:
         raise ValueError(f"no conv kernel for {ci} input channels with a {co}-wide project fused")
     key = (nb, h, wd, ci, co, kernel, stride, act, proj is not None, residual is not None)
@@ -252,6 +257,9 @@ def _conv_launch(x, w, bias, kernel, stride, pads, act, proj, residual, oh, ow, 
     co = w.shape[1]
     c2 = proj[0].shape[1] if proj is not None else co
     out = x.new_empty((nb, oh, ow, c2))
+    if cfg.get("TH"):
+        return triton_conv.launch_tma(x, w, bias, kernel, pads, act, proj, residual, oh, ow, cfg,
+                                      min(cfg["BN"], _p2(co)), min(cfg["BK"], _p2(ci)), _p2(c2), out)
     if cfg.get("TAPS"):
         return triton_conv.launch(x, w, bias, kernel, stride, pads, act, proj, residual, oh, ow, cfg,
                                   min(cfg["BN"], _p2(co)), min(cfg["BK"], _p2(ci)), _p2(c2), out)

@@ -36,11 +36,22 @@ POINTWISE = [config(BM=128, BN=64, BK=32, warps=4, stages=3), config(BM=128, BN=
 POINTWISE_SPAN = [config(BM=128, BN=128, BK=64, warps=8, stages=3, SPAN=1),
                   config(BM=128, BN=64, BK=64, warps=4, stages=4, SPAN=1),
                   config(BM=64, BN=128, BK=64, warps=4, stages=4, SPAN=1)]
-# TAPS: triton_conv's kernel (taps as the pipelined loop, the fused project in mid-channel chunks of BN).
+# TMA: triton_gemm's kernel (operands by the TMA copy engine, grouped launch order; plain, gate or residual).
+POINTWISE_TMA = [config(BM=128, BN=128, BK=64, warps=8, stages=3, GROUP=8, TMA=1),
+                 config(BM=128, BN=256, BK=64, warps=8, stages=3, GROUP=8, TMA=1),
+                 config(BM=128, BN=64, BK=64, warps=4, stages=4, GROUP=8, TMA=1),
+                 config(BM=64, BN=128, BK=64, warps=4, stages=4, GROUP=8, TMA=1),
+                 config(BM=128, BN=128, BK=64, warps=4, stages=4, GROUP=8, TMA=1)]
+# TAPS: triton_conv's tap-loop kernel (taps as the pipelined loop, the fused project in mid-channel chunks of BN);
+# TH/TW: its TMA kernel.
 CONV = [config(BM=128, BN=64, BK=32, warps=4, stages=3), config(BM=64, BN=64, BK=32, warps=4, stages=3),
         config(BM=128, BN=64, BK=16, warps=4, stages=3, TAPS=1), config(BM=128, BN=64, BK=32, warps=4, stages=3, TAPS=1),
         config(BM=128, BN=64, BK=64, warps=4, stages=3, TAPS=1), config(BM=128, BN=128, BK=32, warps=8, stages=3, TAPS=1),
-        config(BM=64, BN=64, BK=32, warps=4, stages=4, TAPS=1), config(BM=128, BN=32, BK=32, warps=4, stages=3, TAPS=1)]
+        config(BM=64, BN=64, BK=32, warps=4, stages=4, TAPS=1), config(BM=128, BN=32, BK=32, warps=4, stages=3, TAPS=1),
+        # TH x TW output tiles, every tap's input one TMA box (stride 1; triton_conv.tma_fits)
+        config(TH=8, TW=16, BN=64, BK=16, warps=4, stages=3), config(TH=8, TW=16, BN=64, BK=32, warps=4, stages=3),
+        config(TH=8, TW=16, BN=64, BK=64, warps=4, stages=3), config(TH=8, TW=16, BN=128, BK=32, warps=8, stages=3),
+        config(TH=8, TW=16, BN=32, BK=32, warps=4, stages=4)]
 
 # Time candidates on first use of a shape; off: the cached winner or the first candidate (quick start-up).
 enabled = True
