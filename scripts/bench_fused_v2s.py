@@ -1,16 +1,18 @@
 # ruff: noqa: B023  (every closure below is timed in the iteration that defines it)
-"""EfficientNetV2-S (384 px, batch 256) in the fused engine: where its time goes, and the tuner's candidate
-lists of run 8 ("old") against the current ones ("new"), each in its own process with its own tuning cache.
+"""EfficientNetV2-S (384 px, batch 256) in the fused engine: where its time goes, and run 8's engine ("old": its
+tile candidate lists and Fused-MBConv library path) against the current one ("new"), each in its own process
+with its own tuning cache.
 
     PYTHONPATH=src python scripts/bench_fused_v2s.py         # on the GPU box; rows -> $OUT/rows.jsonl
 
-Steps ($STEPS, default all): ``precompile`` (every tile candidate of V2-S's layer shapes compiled by $SHARDS
-worker processes, each a share), ``folded`` (BN-folded effnet + torch.compile, compiled in a background
-process from the start, timed and profiled by kernel at the end), and per variant in $VARIANTS
-(default new,old): the whole model (CUDA graph), each block alone on its real input (CUDA graph) with the
-path the tuner chose / the library's convs forced / ours forced / eager effnet, the device time by kernel
-(torch.profiler), and (``new`` only) V2-S's big 1x1 GEMMs alone, every pointwise candidate vs torch.mm, and
-every conv / pointwise candidate's bf16 error on V2-S's shapes.
+Steps ($STEPS, default all): ``precompile`` (every tile candidate of V2-S's layer shapes, and of the models in
+$WHOLE_MODELS, compiled by $SHARDS worker processes, each a share), ``baselines`` (BN-folded effnet and
+torchvision + torch.compile, compiled in background processes from the start, timed and profiled by kernel
+at the end), and per variant in $VARIANTS (default new,old): the whole model (CUDA graph), each block alone
+on its real input (CUDA graph) with the path the tuner chose (FORCED_PATHS=1: also the library's convs
+forced / ours forced) and eager effnet, the device time by kernel (torch.profiler), the models in
+$WHOLE_MODELS whole, and (``new`` only) V2-S's big 1x1 GEMMs alone, every pointwise candidate vs torch.mm,
+and every conv / pointwise candidate's bf16 error on V2-S's shapes.
 """
 
 from __future__ import annotations
@@ -30,38 +32,59 @@ NAME, RES, BATCH = "efficientnet_v2_s", 384, 256
 ME = os.path.abspath(__file__)
 
 
+def _fused_library_run8(self, x, L, pads):
+    """Run 8's Fused-MBConv library path (the conv's bias by torch; without a project, activation and residual
+    as two more torch passes), for the ``old`` variant."""
+    from effnet.kernels.engine import TORCH_ACTS, _library_conv
+
+    s = L["spec"]
+    h = _library_conv(x, *L["expand_lib"], s.stride, pads)
+    if s.has_project:
+        return self.ops.pointwise(h, *L["project"], 0, residual=x if s.residual else None, pre_act=L["act"])
+    out = TORCH_ACTS[s.activation](h, inplace=True)
+    return out.add_(x) if s.residual else out
+
+
 def use_variant(variant: str) -> None:
-    """``old``: run 8's candidate lists (the first entries of today's; no straddling-gate, TMA or tap-loop tiles)."""
-    from effnet.kernels import tune
+    """``old``: run 8's engine: its candidate lists (the first entries of today's; no straddling-gate, TMA or
+    tap-loop tiles) and its Fused-MBConv library path."""
+    from effnet.kernels import FusedNet, tune
 
     if variant == "old":
         tune.POINTWISE, tune.POINTWISE_SPAN, tune.POINTWISE_TMA, tune.CONV = tune.POINTWISE[:3], [], [], tune.CONV[:2]
+        FusedNet._fused_library = _fused_library_run8
+
+
+WHOLE = os.environ.get("WHOLE_MODELS", "efficientnet_b0,mobilenet_v2_100")  # also timed whole, per variant
 
 
 @torch.no_grad()
 def precompile(shard: int, shards: int) -> None:
+    from bench_fused import MODELS
+
     from effnet.kernels import FusedNet, tune
 
     tune.compile_only, tune.shard = True, (shard, shards)
-    fused = FusedNet(randomize_bn(effnet.create_model(NAME)).cuda().eval(), dtype=torch.bfloat16, cuda_graph=False)
-    fused(channels_last_input(BATCH, RES))
-    torch.cuda.synchronize()
+    for name in [NAME] + [m for m in WHOLE.split(",") if m]:
+        fused = FusedNet(randomize_bn(effnet.create_model(name)).cuda().eval(), dtype=torch.bfloat16, cuda_graph=False)
+        fused(channels_last_input(BATCH, MODELS[name][1]))
+        torch.cuda.synchronize()
 
 
 @torch.no_grad()
-def folded(folder: str) -> None:
-    """BN-folded effnet + torch.compile (as the baselines part): compile now, time and profile when told."""
+def baseline(folder: str, who: str) -> None:
+    """A torch.compile baseline of V2-S (as the baselines part): compile now, time and profile when told."""
     from bench_fused_baselines import _baseline_runner
 
     t0 = time.time()
-    run = _baseline_runner("effnet_folded_compile", NAME, BATCH)
-    open(os.path.join(folder, "ready"), "w").close()
+    run = _baseline_runner(who, NAME, BATCH)
+    open(os.path.join(folder, f"ready_{who}"), "w").close()
     setup = time.time() - t0
-    while not os.path.exists(os.path.join(folder, "go")):
+    while not os.path.exists(os.path.join(folder, f"go_{who}")):
         time.sleep(0.2)
     ms = bench(run, 20)
     kernels = kernel_sums(run)
-    emit(part="folded_compile", model=NAME, batch=BATCH, ms=ms, setup_s=setup,
+    emit(part="baseline", who=who, model=NAME, batch=BATCH, ms=ms, setup_s=setup,
          total_ms=sum(v[0] for v in kernels.values()), kernels=kernels)
 
 
@@ -79,13 +102,24 @@ def variant_run(variant: str) -> None:
     setup = time.time() - t0
     ms = bench(lambda: engines["auto"](x), 20)
     emit(part="v2s_speed", variant=variant, ms=ms, img_s=BATCH / ms * 1e3, setup_s=setup)
-    engines |= {"library": FusedNet(model, dtype=torch.bfloat16, library_convs=True),
-                "ours": FusedNet(model, dtype=torch.bfloat16, library_convs=False)}
+    if os.environ.get("FORCED_PATHS", "0") == "1":
+        engines |= {"library": FusedNet(model, dtype=torch.bfloat16, library_convs=True),
+                    "ours": FusedNet(model, dtype=torch.bfloat16, library_convs=False)}
     blocks_ms(variant, model, engines, x)
     emit(part="v2s_choices", variant=variant, choices=tune._memory)
     plain = FusedNet(model, dtype=torch.bfloat16, cuda_graph=False)
     kernels = kernel_sums(lambda: plain(x))
     emit(part="v2s_profile", variant=variant, total_ms=sum(v[0] for v in kernels.values()), kernels=kernels)
+    engines = plain = None
+    torch.cuda.empty_cache()
+    from bench_fused import MODELS
+
+    for name in [m for m in WHOLE.split(",") if m]:
+        res = MODELS[name][1]
+        xm = channels_last_input(BATCH, res)
+        fm = FusedNet(randomize_bn(effnet.create_model(name)).cuda().eval(), dtype=torch.bfloat16)
+        fm(xm)
+        emit(part="whole_speed", variant=variant, model=name, res=res, batch=BATCH, ms=bench(lambda: fm(xm), 20))
     if variant == "new":
         gemms_alone()
         candidate_errors()
@@ -192,12 +226,14 @@ def candidate_errors() -> None:
 def main() -> None:
     import triton
 
-    steps = os.environ.get("STEPS", "precompile,folded,variants").split(",")
+    steps = os.environ.get("STEPS", "precompile,baselines,variants").split(",")
     emit(part="env", gpu=torch.cuda.get_device_name(), torch=torch.__version__, triton=triton.__version__,
          steps=steps, argv=sys.argv)
     folder = tempfile.mkdtemp()
     t0 = time.time()
-    bg = subprocess.Popen([sys.executable, ME, "__folded__", folder]) if "folded" in steps else None
+    whos = [w for w in ("effnet_folded_compile", "torchvision_compile") if w in os.environ.get(
+        "BASELINES", "effnet_folded_compile,torchvision_compile").split(",")] if "baselines" in steps else []
+    bg = {w: subprocess.Popen([sys.executable, ME, "__baseline__", folder, w]) for w in whos}
     if "precompile" in steps:
         n = int(os.environ.get("SHARDS", "10"))
         procs = [subprocess.Popen([sys.executable, ME, "__precompile__", str(i), str(n)]) for i in range(n)]
@@ -208,33 +244,34 @@ def main() -> None:
             except subprocess.TimeoutExpired:
                 p.kill()
         emit(part="timing", section="precompile", seconds=time.time() - t0, rcs=[p.returncode for p in procs])
-    if bg is not None:  # the baseline's compile warms up on the GPU at its end: let it finish first
-        while not os.path.exists(os.path.join(folder, "ready")) and bg.poll() is None and time.time() - t0 < 150:
-            time.sleep(0.5)
-        emit(part="timing", section="folded_ready", seconds=time.time() - t0)
+    def ready(w):
+        return os.path.exists(os.path.join(folder, f"ready_{w}")) or bg[w].poll() is not None
+
+    # the baselines' compiles warm up on the GPU at their end: let them finish before anything is timed
+    while not all(ready(w) for w in bg) and time.time() - t0 < float(os.environ.get("BASELINE_LIMIT_S", "150")):
+        time.sleep(0.5)
+    emit(part="timing", section="baselines_ready", seconds=time.time() - t0, ready=[w for w in bg if ready(w)])
     if "variants" in steps:
         for v in os.environ.get("VARIANTS", "new,old").split(","):
             t1 = time.time()
             env = {**os.environ, "XDG_CACHE_HOME": os.path.join(folder, f"cache_{v}")}
             subprocess.run([sys.executable, ME, "__variant__", v], env=env, check=False)
             emit(part="timing", section=f"variant_{v}", seconds=time.time() - t1)
-    if bg is not None:
+    for w, proc in bg.items():
         t1 = time.time()
-        while not os.path.exists(os.path.join(folder, "ready")) and bg.poll() is None and time.time() - t1 < 120:
-            time.sleep(0.5)
-        open(os.path.join(folder, "go"), "w").close()
+        open(os.path.join(folder, f"go_{w}"), "w").close()
         try:
-            bg.wait(timeout=120)
+            proc.wait(timeout=120)
         except subprocess.TimeoutExpired:
-            bg.kill()
-        emit(part="timing", section="folded", seconds=time.time() - t1)
+            proc.kill()
+        emit(part="timing", section=w, seconds=time.time() - t1)
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "__precompile__":
         precompile(int(sys.argv[2]), int(sys.argv[3]))
-    elif len(sys.argv) > 1 and sys.argv[1] == "__folded__":
-        folded(sys.argv[2])
+    elif len(sys.argv) > 1 and sys.argv[1] == "__baseline__":
+        baseline(sys.argv[2], sys.argv[3])
     elif len(sys.argv) > 1 and sys.argv[1] == "__variant__":
         variant_run(sys.argv[2])
     else:

@@ -235,6 +235,14 @@ def test_conv_tma_kernel_only_where_it_fits():
     assert not conv_ops.tma_fits(x.float(), w.float(), 3, 1, (1, 1, 1, 1), None)
 
 
+@pytest.mark.parametrize("res", [False, True])
+def test_bias_act_pass(res):
+    h, b = torch.randn(2, 5, 7, 24), torch.randn(24)  # 1680 elements: one partial block
+    r = torch.randn(2, 5, 7, 24) if res else None
+    y = conv_ops.bias_act(h, b, 3, residual=r)
+    assert rel(y, F.silu(h + b) + r if res else F.silu(h + b)) < 1e-6
+
+
 def test_conv_wide_mid_fused_project_takes_the_tap_loop_kernel():
     ci, co, c2, hw = 16, ops.MAX_MID + 16, 8, 5  # too wide for the unrolled kernel's one-tile project
     x, w, b = torch.randn(1, hw, hw, ci), torch.randn(co, ci, 3, 3), torch.randn(co)
@@ -244,13 +252,14 @@ def test_conv_wide_mid_fused_project_takes_the_tap_loop_kernel():
     assert rel(y, ref) < 1e-5
 
 
-@pytest.mark.parametrize("gate,res", [(False, False), (True, True), (True, False)])
-def test_pointwise_tma_kernel(gate, res):
+@pytest.mark.parametrize("gate,res,persist", [(False, False, 0), (True, True, 0), (True, False, 0), (False, False, 1),
+                                              (True, True, 2)])
+def test_pointwise_tma_kernel(gate, res, persist):
     gemm_ops = pytest.importorskip("effnet.kernels.triton_gemm")
     x, w, b = torch.randn(5, 3, 5, 40), torch.randn(40, 24), torch.randn(24)  # 75 rows, K and N past the tiles
     g = torch.rand(5, 40) if gate else None
     r = torch.randn(5, 3, 5, 24) if res else None
-    cfg = {"BM": 8, "BN": 16, "BK": 16, "warps": 4, "stages": 2, "GROUP": 3, "TMA": 1}
+    cfg = {"BM": 8, "BN": 16, "BK": 16, "warps": 4, "stages": 2, "GROUP": 3, "TMA": 1, "PERSIST": persist}
     y = gemm_ops.launch(x, w, b, 3, g, r, cfg, 16, 16)
     ref = F.silu((x * g[:, None, None, :] if gate else x) @ w + b)
     assert rel(y, ref + r if res else ref) < 1e-5

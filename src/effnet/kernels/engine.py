@@ -43,13 +43,13 @@ TORCH_ACTS = {"relu": F.relu, "relu6": F.relu6, "silu": F.silu, "hardswish": F.h
 def _load_ops():
     """The Triton kernels module; Triton is an optional dependency, imported only when an engine is built."""
     try:
-        from effnet.kernels import triton_depthwise, triton_fused, triton_ops
+        from effnet.kernels import triton_conv, triton_depthwise, triton_fused, triton_ops
     except ImportError as e:
         raise RuntimeError(f"the fused (triton) engine needs Triton, which is not importable here ({e}); "
                            "install it with `pip install triton` on a machine with a CUDA GPU") from None
     return SimpleNamespace(**{k: getattr(triton_ops, k) for k in ("ACT_CODES", "pointwise", "se_excite", "conv")},
                            depthwise=triton_depthwise.depthwise, pad_dw_weights=triton_depthwise.pad_weights,
-                           squeeze=triton_depthwise.squeeze,
+                           squeeze=triton_depthwise.squeeze, bias_act=triton_conv.bias_act,
                            expand_depthwise=triton_fused.expand_depthwise)
 
 
@@ -200,13 +200,14 @@ class FusedNet(nn.Module):
         return ops.pointwise(h, *L["project"], 0, gate=gate, residual=res)
 
     def _fused_library(self, x: torch.Tensor, L: dict, pads: tuple[int, int, int, int]) -> torch.Tensor:
-        """Fused-MBConv through the library's conv (cuDNN), its activation applied in the project's prologue."""
-        s = L["spec"]
-        h = _library_conv(x, *L["expand_lib"], s.stride, pads)
+        """Fused-MBConv through the library's conv (cuDNN, no bias: torch adds a conv's bias in a pass of its
+        own), its bias and activation applied in the project's prologue, or without a project in one
+        bias + activation (+ residual) pass."""
+        s, bias, res = L["spec"], L["expand"][1], x if L["spec"].residual else None
+        h = _library_conv(x, L["expand_lib"][0], None, s.stride, pads)
         if s.has_project:
-            return self.ops.pointwise(h, *L["project"], 0, residual=x if s.residual else None, pre_act=L["act"])
-        out = TORCH_ACTS[s.activation](h, inplace=True)
-        return out.add_(x) if s.residual else out
+            return self.ops.pointwise(h, *L["project"], 0, residual=res, pre_act=L["act"], pre_bias=bias)
+        return self.ops.bias_act(h, bias, L["act"], residual=res)
 
     def _choose(self, kind: str, key: tuple, paths: dict, first: bool | None):
         """Run one of the ways of computing a block: ``first`` forces the first (True) or second (False);

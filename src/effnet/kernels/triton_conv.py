@@ -16,6 +16,7 @@ Which kernel and tile a layer shape runs with is the tuner's choice (``tune.CONV
 
 from __future__ import annotations
 
+import torch
 import triton
 import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
@@ -167,4 +168,26 @@ def launch(x, w, bias, kernel, stride, pads, act, proj, residual, oh, ow, cfg, b
         m, h, wd, oh, ow, co, c2, pads[0], pads[2], CI=ci, KS=kernel, STRIDE=stride, ACT=act,
         HAS_PROJ=proj is not None, HAS_RES=residual is not None, BM=cfg["BM"], BN=bn, BK=bk, BN2=bn2,
         num_warps=cfg["warps"], num_stages=cfg["stages"])
+    return out
+
+
+@triton.jit
+def _bias_act_kernel(h_ptr, b_ptr, res_ptr, out_ptr, total, C, ACT: tl.constexpr, HAS_RES: tl.constexpr,
+                     BLOCK: tl.constexpr):
+    i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    m = i < total
+    y = _act(tl.load(h_ptr + i, mask=m, other=0.0).to(tl.float32) + tl.load(b_ptr + i % C, mask=m, other=0.0), ACT)
+    if HAS_RES:
+        y += tl.load(res_ptr + i, mask=m, other=0.0).to(tl.float32)
+    tl.store(out_ptr + i, y.to(out_ptr.dtype.element_ty), mask=m)
+
+
+def bias_act(h, bias, act, residual=None):
+    """act(h + bias) [+ residual] in one pass over NHWC ``h`` (a library conv's output, its bias left out):
+    the library path of a Fused-MBConv without a project (torch would take three passes)."""
+    out = torch.empty_like(h)
+    total, block = h.numel(), 4096
+    _bias_act_kernel[(triton.cdiv(total, block),)](h, bias, residual if residual is not None else h, out, total,
+                                                   h.shape[-1], ACT=act, HAS_RES=residual is not None, BLOCK=block,
+                                                   num_warps=8)
     return out

@@ -41,7 +41,11 @@ POINTWISE_TMA = [config(BM=128, BN=128, BK=64, warps=8, stages=3, GROUP=8, TMA=1
                  config(BM=128, BN=256, BK=64, warps=8, stages=3, GROUP=8, TMA=1),
                  config(BM=128, BN=64, BK=64, warps=4, stages=4, GROUP=8, TMA=1),
                  config(BM=64, BN=128, BK=64, warps=4, stages=4, GROUP=8, TMA=1),
-                 config(BM=128, BN=128, BK=64, warps=4, stages=4, GROUP=8, TMA=1)]
+                 config(BM=128, BN=128, BK=64, warps=4, stages=4, GROUP=8, TMA=1),
+                 config(BM=128, BN=128, BK=64, warps=8, stages=3, GROUP=8, TMA=1, PERSIST=1),
+                 config(BM=128, BN=256, BK=64, warps=8, stages=3, GROUP=8, TMA=1, PERSIST=1),
+                 config(BM=128, BN=128, BK=64, warps=4, stages=4, GROUP=8, TMA=1, PERSIST=1),
+                 config(BM=128, BN=64, BK=64, warps=4, stages=4, GROUP=8, TMA=1, PERSIST=2)]
 # TAPS: triton_conv's tap-loop kernel (taps as the pipelined loop, the fused project in mid-channel chunks of BN);
 # TH/TW: its TMA kernel.
 CONV = [config(BM=128, BN=64, BK=32, warps=4, stages=3), config(BM=64, BN=64, BK=32, warps=4, stages=3),
@@ -51,7 +55,11 @@ CONV = [config(BM=128, BN=64, BK=32, warps=4, stages=3), config(BM=64, BN=64, BK
         # TH x TW output tiles, every tap's input one TMA box (stride 1; triton_conv.tma_fits)
         config(TH=8, TW=16, BN=64, BK=16, warps=4, stages=3), config(TH=8, TW=16, BN=64, BK=32, warps=4, stages=3),
         config(TH=8, TW=16, BN=64, BK=64, warps=4, stages=3), config(TH=8, TW=16, BN=128, BK=32, warps=8, stages=3),
-        config(TH=8, TW=16, BN=32, BK=32, warps=4, stages=4)]
+        config(TH=8, TW=16, BN=32, BK=32, warps=4, stages=4),
+        # after run 9's first call (H200): the 24-channel maps at 192 px and the 96 px stage's 48 -> 192 convs
+        config(BM=256, BN=32, BK=32, warps=8, stages=3, TAPS=1), config(BM=128, BN=32, BK=16, warps=4, stages=3, TAPS=1),
+        config(BM=256, BN=64, BK=16, warps=8, stages=3, TAPS=1), config(BM=128, BN=64, BK=16, warps=4, stages=4, TAPS=1),
+        config(TH=16, TW=16, BN=32, BK=32, warps=8, stages=3), config(TH=8, TW=32, BN=32, BK=32, warps=4, stages=4)]
 
 # Time candidates on first use of a shape; off: the cached winner or the first candidate (quick start-up).
 enabled = True
