@@ -243,8 +243,8 @@ class FusedNet(nn.Module):
         img = x
         x = self._choose("stem_path", tuple(x.shape), {
             "triton": lambda: ops.conv(img, *self.stem, st.kernel, st.stride, pads, act),
-            "library": lambda: TORCH_ACTS[st.activation](_library_conv(img, *self.stem_lib, st.stride, pads),
-                                                         inplace=True)},
+            "library": lambda: ops.bias_act(_library_conv(img, self.stem_lib[0], None, st.stride, pads),
+                                            self.stem[1], act)},
             None if self.library_convs is None else not self.library_convs)
         for layer in self.layers:
             x = self.run_block(x, layer)

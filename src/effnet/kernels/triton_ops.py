@@ -239,6 +239,7 @@ def conv(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, kernel: int, stri
     # A project fused into the unrolled kernel holds the whole mid row in one tile: at most MAX_MID wide.
     tma = triton_conv.tma_fits(x, w, kernel, stride, pads, proj)
     cands = [c for c in tune.CONV if not ((c.get("TAPS") or c.get("TH")) and flat) and (tma or not c.get("TH"))
+             and (flat or not c.get("FLAT"))
              and (c.get("TAPS") or c.get("TH") or proj is None or co <= MAX_MID)]
     if not cands:
         raise ValueError(f"no conv kernel for {ci} input channels with a {co}-wide project fused")

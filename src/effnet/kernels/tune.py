@@ -59,7 +59,9 @@ CONV = [config(BM=128, BN=64, BK=32, warps=4, stages=3), config(BM=64, BN=64, BK
         # after run 9's first call (H200): the 24-channel maps at 192 px and the 96 px stage's 48 -> 192 convs
         config(BM=256, BN=32, BK=32, warps=8, stages=3, TAPS=1), config(BM=128, BN=32, BK=16, warps=4, stages=3, TAPS=1),
         config(BM=256, BN=64, BK=16, warps=8, stages=3, TAPS=1), config(BM=128, BN=64, BK=16, warps=4, stages=4, TAPS=1),
-        config(TH=16, TW=16, BN=32, BK=32, warps=8, stages=3), config(TH=8, TW=32, BN=32, BK=32, warps=4, stages=4)]
+        config(TH=16, TW=16, BN=32, BK=32, warps=8, stages=3), config(TH=8, TW=32, BN=32, BK=32, warps=4, stages=4),
+        # few input channels only (the stem)
+        config(BM=64, BN=32, BK=32, warps=2, stages=2, FLAT=1), config(BM=32, BN=32, BK=32, warps=1, stages=2, FLAT=1)]
 
 # Time candidates on first use of a shape; off: the cached winner or the first candidate (quick start-up).
 enabled = True
