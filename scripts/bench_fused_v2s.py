@@ -199,7 +199,7 @@ def candidate_errors() -> None:
         ref = ref + r if res else ref
         errs = {}
         for c in tune.CONV:
-            if c.get("TH") and s != 1:
+            if (c.get("TH") and s != 1) or c.get("FLAT"):
                 continue
             wf = w.permute(2, 3, 1, 0).reshape(-1, co).contiguous().to(torch.bfloat16)
             pb = (p[0].to(torch.bfloat16), p[1]) if p else None
