@@ -5,7 +5,8 @@
     python scripts/bench_fused_report.py OUT/rows.jsonl                               # tables + fused.png
 
 Parts: ``check`` (every block type, bf16 fused vs float32 PyTorch; whole models with calibrated BN statistics;
-models trained by ``effnet train`` if runs/digits*/best.safetensors exist), ``kernels`` (copy bandwidth; each
+models trained by ``effnet train`` if runs/digits*/best.safetensors exist; every depthwise, conv and GEMM tile
+candidate alone), ``kernels`` (copy bandwidth; each
 depthwise layer of B0 alone, ours (bias, act, SE squeeze) vs cuDNN's conv alone (no bias: its bias
 is a separate add kernel)), ``fused`` (FusedNet per model), ``blocks`` (per-block GPU time
 of B0: fused vs eager effnet), ``baselines`` (torchvision + torch.compile, effnet BN-folded + torch.compile,
@@ -119,7 +120,7 @@ def part_check() -> None:
 
     tune.enabled = False  # correctness only: first-candidate tiles, no timing
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    what = os.environ.get("CHECK", "blocks,models,trained,dw").split(",")
+    what = os.environ.get("CHECK", "blocks,models,trained,dw,cands").split(",")
     for name, cin, stage, act, pad, size in BLOCKS if "blocks" in what else ():
         cfg = ModelConfig(spec=NetSpec(cin, (stage,), None), num_classes=0, activation=act, padding=pad)
         model = randomize_bn(EfficientConvNet(cfg)).eval().cuda()
@@ -152,6 +153,10 @@ def part_check() -> None:
             check_trained(path)
     if "dw" in what:
         check_depthwise_candidates()
+    if "cands" in what:  # every conv / GEMM tile candidate on V2-S's shapes: the block checks run the first only
+        from bench_fused_v2s import candidate_errors
+
+        candidate_errors()
 
 
 @torch.no_grad()

@@ -183,7 +183,8 @@ def gemms_alone() -> None:
 
 @torch.no_grad()
 def candidate_errors() -> None:
-    """Every conv candidate on V2-S's Fused-MBConv shapes and every straddling-gate pointwise tile: bf16 vs fp32."""
+    """Every conv candidate on V2-S's Fused-MBConv shapes, every straddling-gate / TMA / persistent GEMM tile and
+    the bias + activation pass: bf16 vs fp32."""
     import torch.nn.functional as F
 
     from effnet.kernels import triton_ops, tune
@@ -221,6 +222,10 @@ def candidate_errors() -> None:
         except Exception as e:  # noqa: BLE001
             emit(part="check_pointwise_failed", cfg=c, error=repr(e)[:300])
     emit(part="check_pointwise_span", rel_err=errs, ok=max(errs.values()) <= 2e-2)
+    h, r = torch.randn(8, 24, 24, 24, device="cuda"), torch.randn(8, 24, 24, 24, device="cuda")
+    y = triton_ops.triton_conv.bias_act(h.to(torch.bfloat16), b[:24].contiguous(), 3, residual=r.to(torch.bfloat16))
+    err = rel(y, F.silu(h + b[:24]) + r)
+    emit(part="check_bias_act", rel_err=err, ok=err <= 2e-2)
 
 
 def main() -> None:

@@ -72,6 +72,10 @@ compile_only = False
 # kernels side by side, each a different share; the first candidate is still launched by every worker).
 shard: tuple[int, int] | None = None
 
+# Part of the cache file's name: raised when the candidate lists change, so that shapes tuned among the old
+# candidates are timed again among the new ones (2: run 9's GEMM / conv candidates).
+CACHE_VERSION = 2
+
 _memory: dict[str, dict] = {}
 _loaded: set[Path] = set()
 
@@ -87,7 +91,7 @@ def cache_path() -> Path:
 
     base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "effnet"
     card = torch.cuda.get_device_name().replace(" ", "_").replace("/", "_")
-    return base / f"kernels-{card}-triton{triton.__version__}.json"
+    return base / f"kernels{CACHE_VERSION}-{card}-triton{triton.__version__}.json"
 
 
 def _load(path: Path) -> None:
