@@ -286,7 +286,7 @@ def part_blocks() -> None:
 
 def graph_ms(fn, autocast: bool = False) -> float:
     """GPU time of ``fn`` alone: captured in a CUDA graph (no launch gaps, no host work), replays timed."""
-    from effnet.kernels.engine import capture_graph
+    from effnet.analysis.timing import capture_graph
 
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
         g, _ = capture_graph(fn)

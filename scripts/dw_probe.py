@@ -20,8 +20,8 @@ import triton
 import triton.language as tl
 from torch import nn
 
+from effnet.analysis.timing import capture_graph
 from effnet.kernels import triton_depthwise as D
-from effnet.kernels.engine import capture_graph
 from effnet.kernels.triton_common import _act
 
 OUT = os.environ.get("OUT", ".")

@@ -65,7 +65,14 @@ def test_time_fn_warms_up_then_takes_the_median_between_synchronisations():
     assert dev.log[2:] == ["sync", "clock", "fn", "sync", "clock"] * 5
 
 
-@pytest.mark.parametrize("kwargs", [{"runs": 0}, {"warmup": -1}])
+def test_time_fn_with_several_calls_per_sample_synchronises_once_per_sample_and_divides():
+    dev = FakeDevice([1.0] + [0.1, 0.3, 0.2, 0.6])  # one warm-up, then two samples of two calls
+    t = time_fn(dev.fn, warmup=1, runs=2, synchronize=dev.sync, clock=dev.clock, number=2)
+    assert t.times == pytest.approx((0.2, 0.4))  # seconds per call: (0.1 + 0.3) / 2, (0.2 + 0.6) / 2
+    assert dev.log[1:] == ["sync", "clock", "fn", "fn", "sync", "clock"] * 2  # calls queue between syncs
+
+
+@pytest.mark.parametrize("kwargs", [{"runs": 0}, {"warmup": -1}, {"number": 0}])
 def test_time_fn_rejects_bad_counts(kwargs):
     with pytest.raises(ValueError, match="runs"):
         time_fn(lambda: None, **kwargs)

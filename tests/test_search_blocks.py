@@ -12,6 +12,7 @@ from effnet.search.blocks import (
     BlockSettings,
     apply,
     base_genome,
+    calibration_networks,
     genome_key,
     mutate,
     random_genome,
@@ -24,6 +25,7 @@ from effnet.search.latency import (
     LatencyTable,
     check,
     fastest,
+    glue_key,
     plan_entries,
     resolve_clock,
     torch_timer,
@@ -109,10 +111,11 @@ def test_bad_block_search_settings():
 
 
 class WholeTimer:
-    """Parts as ``fake_timer``; a whole network costs its parts' sum plus ``glue_us`` per block and a
-    factor ``scale`` (a made-up device whose network differs from the sum of its parts). Records calls."""
+    """Parts as ``fake_timer``; a whole network costs its parts' sum plus ``glue_us`` per block (or per
+    block of each type: a dict) and a factor ``scale`` (a made-up device whose network differs from
+    the sum of its parts). Records calls."""
 
-    def __init__(self, glue_us: float, scale: float = 1.0):
+    def __init__(self, glue_us: float | dict, scale: float = 1.0):
         self.glue_us, self.scale, self.calls = glue_us, scale, []
 
     def __call__(self, module, x):
@@ -122,7 +125,8 @@ class WholeTimer:
             return fake_timer(module, x)
         plan, res = module.plan, module.config.resolution
         parts = sum(fake_timer(*_built(b)) for _, b in plan_entries(plan, res))
-        return self.scale * parts + 1e-6 * self.glue_us * len(plan.blocks)
+        glue = self.glue_us if isinstance(self.glue_us, dict) else dict.fromkeys(BlockType, self.glue_us)
+        return self.scale * parts + 1e-6 * sum(glue[b.block] for b in plan.blocks)
 
 
 def _built(build):
@@ -136,14 +140,15 @@ def test_calibration_is_signed_and_the_check_times_parts_and_networks_in_interle
     # the whole is *faster* than its parts' sum, and the calibrated share per block is negative.
     timer = WholeTimer(glue_us=-3.0)
     table = LatencyTable(device="fake", mode="train-step", batch=1)
-    assert table.calibrate(base, timer, rounds=2) == pytest.approx(-3e-6)
+    assert table.calibrate(base, timer, rounds=2) == pytest.approx({glue_key(BlockType.MBCONV): -3e-6})
     assert table.predict(base, timer) == pytest.approx(timer(effnet.EfficientConvNet(base), None))
     rng = random.Random(3)
     configs = [replace(base, spec=apply(base.spec, random_genome(7, rng))) for _ in range(3)]
     timer.calls.clear()
     result = check(table, configs, timer, rounds=2)
     assert result["ok"] and result["worst_error"] == pytest.approx(0, abs=1e-9) and result["rounds"] == 2
-    assert result["between_blocks_ms"] == pytest.approx(-3e-3)
+    assert result["between_blocks_ms"] == pytest.approx({"mbconv": -3e-3})
+    assert table.glue(BlockType.FUSED_MBCONV) == pytest.approx(-3e-6)  # no Fused-MBConv calibrated: the mean
     wholes = [i for i, (_, whole) in enumerate(timer.calls) if whole]
     assert len(wholes) == 6  # 3 networks x 2 rounds, each round timing every missing part and then every network
     parts_per_round = wholes[0]
@@ -154,6 +159,29 @@ def test_calibration_is_signed_and_the_check_times_parts_and_networks_in_interle
     skewed.calibrate(base, WholeTimer(glue_us=0.0), rounds=1)
     result = check(skewed, configs, WholeTimer(glue_us=0.0, scale=1.2), rounds=1)
     assert not result["ok"] and result["worst_error"] == pytest.approx(1 - 1 / 1.2, rel=1e-6)
+
+
+def test_calibration_fits_one_share_per_block_type_on_the_base_and_its_swapped_twin():
+    base = effnet.model_config("efficientnet_b0", width=0.25, depth=0.5, resolution=32, num_classes=3)
+    nets = calibration_networks(base)
+    twin, original = effnet.plan.expand(nets[1]).blocks, effnet.plan.expand(nets[0]).blocks
+    assert nets[0] == base and len(twin) == len(original)
+    assert {b.block for b in original} == {BlockType.MBCONV} and {b.block for b in twin} == {BlockType.FUSED_MBCONV}
+    # a device where an MBConv costs 40 us more inside a network and a Fused-MBConv 5 us less
+    timer = WholeTimer(glue_us={BlockType.MBCONV: 40.0, BlockType.FUSED_MBCONV: -5.0})
+    table = LatencyTable(device="fake", mode="train-step", batch=1)
+    shares = table.calibrate(nets, timer, rounds=1)
+    assert shares == pytest.approx({glue_key(BlockType.MBCONV): 40e-6, glue_key(BlockType.FUSED_MBCONV): -5e-6})
+    rng = random.Random(5)
+    mixed = [replace(base, spec=apply(base.spec, random_genome(7, rng))) for _ in range(4)]
+    assert check(table, mixed, timer, rounds=1)["worst_error"] == pytest.approx(0, abs=1e-9)
+    # one share for all types (the earlier method) cannot fit this device: the mixed networks miss
+    single = LatencyTable(device="fake", mode="train-step", batch=1)
+    single.entries[glue_key(BlockType.MBCONV)] = 17.5e-6  # (40 - 5) / 2: right on average, wrong per network
+    single.entries[glue_key(BlockType.FUSED_MBCONV)] = 17.5e-6
+    assert check(single, mixed, timer, rounds=1)["worst_error"] > 0.01
+    with pytest.raises(ValueError, match="at least one network"):
+        LatencyTable(device="fake", mode="train-step", batch=1).calibrate([], timer)
 
 
 def test_fastest_keeps_each_items_minimum_over_rounds():
@@ -168,7 +196,7 @@ def test_train_step_timer_leaves_no_gradients_behind_and_only_the_stem_skips_its
     config = effnet.model_config("efficientnet_b0", width=0.25, depth=0.25, resolution=32, num_classes=3)
     entries = plan_entries(effnet.plan.expand(config), 32)
     assert [build()[1][2] for _, build in entries] == [False] + [True] * (len(entries) - 1)
-    timer = torch_timer("cpu", "train-step", runs=2, clock="wall")
+    timer = torch_timer("cpu", "train-step", runs=2, clock="wall", evict_mib=1)
     module, x = _built(entries[1][1])
     assert timer(module, x) > 0
     assert all(p.grad is None for p in module.parameters()) and x.grad is None  # nothing accumulated
@@ -184,6 +212,8 @@ def test_clock_choice_and_a_table_timed_another_way_is_not_reused(tmp_path, one_
         resolve_clock("cpu", "sundial")
     with pytest.raises(ValueError, match="clock 'thread' needs device cpu"):
         resolve_clock("cuda", "thread")
+    with pytest.raises(ValueError, match="clock 'graph' \\(CUDA graphs\\) needs a CUDA device, got cpu"):
+        resolve_clock("cpu", "graph")
     table = LatencyTable.open(tmp_path, "cpu", "inference", 1, "thread")
     table.entries["x"] = 1.0
     table.save()
@@ -192,4 +222,4 @@ def test_clock_choice_and_a_table_timed_another_way_is_not_reused(tmp_path, one_
     doc = json.loads(table.path.read_text())
     table.path.write_text(json.dumps({**doc, "method": 1}))  # a table of the old timing method
     assert LatencyTable.open(tmp_path, "cpu", "inference", 1, "thread").entries == {}
-    assert GLUE == "between-blocks"
+    assert GLUE == "between-blocks" and glue_key(BlockType.MBCONV) == "between-blocks:mbconv"

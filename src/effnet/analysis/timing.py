@@ -58,14 +58,18 @@ class Timing:
 
 def time_fn(fn: Callable[[], object], *, warmup: int = 3, runs: int = 20, device: str | torch.device = "cpu",
             synchronize: Callable[[], None] | None = None,
-            clock: Callable[[], float] = time.perf_counter) -> Timing:
-    """Time ``fn()``: ``warmup`` untimed calls, then ``runs`` calls each between two synchronisations.
+            clock: Callable[[], float] = time.perf_counter, number: int = 1) -> Timing:
+    """Time ``fn()``: ``warmup`` untimed calls, then ``runs`` samples of ``number`` calls each between two
+    synchronisations, in seconds per call.
 
     The host clock read after a device synchronisation measures what a caller waits for, launch
-    overhead included, which is the latency a user of the model sees.
+    overhead included, which is the latency a user of the model sees (``number=1``).  With
+    ``number > 1`` the calls of a sample queue behind each other, as the steps of a loop do: the
+    time per call in a steady stream.
     """
-    if warmup < 0 or runs < 1:
-        raise ValueError(f"need warmup >= 0 and runs >= 1, got warmup={warmup}, runs={runs}")
+    if warmup < 0 or runs < 1 or number < 1:
+        raise ValueError(f"need warmup >= 0, runs >= 1 and number >= 1, got warmup={warmup}, runs={runs}, "
+                         f"number={number}")
     sync = synchronize or synchronizer(device)
 
     def stamp() -> float:
@@ -74,4 +78,23 @@ def time_fn(fn: Callable[[], object], *, warmup: int = 3, runs: int = 20, device
 
     for _ in range(warmup):  # first calls pay for allocation, autotuning, compilation
         fn()
-    return Timing(tuple(timeit.Timer(fn, timer=stamp).repeat(repeat=runs, number=1)), warmup)
+    samples = timeit.Timer(fn, timer=stamp).repeat(repeat=runs, number=number)
+    return Timing(tuple(t / number for t in samples), warmup)
+
+
+def capture_graph(fn: Callable[[], object]) -> tuple[torch.cuda.CUDAGraph, object]:
+    """``fn()`` captured in a CUDA graph; returns the graph and what the captured call returned.
+
+    ``fn`` runs once first (Triton compiles, the tuner times, memory is allocated: none of that may
+    happen inside a capture), then once on a side stream, as CUDA graph capture requires.
+    """
+    fn()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = fn()
+    return graph, out

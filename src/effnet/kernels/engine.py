@@ -22,13 +22,13 @@ shape; ``cuda_graph=False`` launches kernel by kernel).  Weights are plain tenso
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from effnet.analysis.timing import capture_graph
 from effnet.kernels import fold as folding
 from effnet.kernels import tune
 from effnet.kernels.tune import interpreting
@@ -278,24 +278,6 @@ class FusedNet(nn.Module):
         static_in.copy_(x)
         graph.replay()
         return static_out.clone()
-
-
-def capture_graph(fn: Callable[[], object]) -> tuple[torch.cuda.CUDAGraph, object]:
-    """``fn()`` captured in a CUDA graph; returns the graph and what the captured call returned.
-
-    ``fn`` runs once first (Triton compiles, the tuner times, memory is allocated: none of that may
-    happen inside a capture), then once on a side stream, as CUDA graph capture requires.
-    """
-    fn()
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        fn()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        out = fn()
-    return graph, out
 
 
 def optimize(model: nn.Module, dtype: torch.dtype = torch.bfloat16, device: str | torch.device = "cuda") -> FusedNet:

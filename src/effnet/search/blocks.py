@@ -110,13 +110,21 @@ def spec_document(s: BlockSettings, spec: NetSpec) -> dict:
     return {"format": SPEC_FORMAT, "base": s.base, "resolution": s.resolution, "spec": spec.to_dict()}
 
 
+def calibration_networks(base_config: ModelConfig) -> list[ModelConfig]:
+    """The networks the latency table's per-type shares are fitted on: the base, and the base with every
+    stage's block type swapped (MBConv <-> Fused-MBConv), so that each type of the space is measured."""
+    swap = {BlockType.MBCONV: BlockType.FUSED_MBCONV, BlockType.FUSED_MBCONV: BlockType.MBCONV}
+    swapped = tuple(replace(c, block=swap[c.block]) for c in base_genome(base_config.spec))
+    return [base_config, replace(base_config, spec=apply(base_config.spec, swapped), name=describe(swapped))]
+
+
 def check_table(s: BlockSettings, table: LatencyTable, timer: Timer, say: Callable[[str], None] = print) -> dict:
     """Predicted vs measured latency of ``s.check`` random networks of the search space (seeded);
     written to ``<output>/latency_check.json``."""
     if s.check < 1:
         raise ValueError(f"--check must be >= 1 to check the latency table, got {s.check}")
     base_config = model_config(s.base, width=s.width, depth=s.depth, resolution=s.resolution)
-    table.calibrate(base_config, timer)
+    table.calibrate(calibration_networks(base_config), timer)
     rng = random.Random(s.seed + 1)
     configs = []
     for _ in range(s.check):
@@ -156,7 +164,7 @@ def search_blocks(s: BlockSettings, executor: Executor, table: LatencyTable, tim
     def config_of(genome: Genome) -> ModelConfig:
         return replace(base_config, spec=apply(base_spec, genome), name=f"{s.base}-{genome_key(genome)}")
 
-    table.calibrate(base_config, timer)
+    table.calibrate(calibration_networks(base_config), timer)
     t0 = table.predict(base_config, timer)
     evaluated: dict[str, dict] = {}
 

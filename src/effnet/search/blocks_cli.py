@@ -26,8 +26,9 @@ def add_block_parser(sub) -> None:
                    help="what T measures: forward + backward, or inference forward")
     b.add_argument("--latency-table-batch", type=int, default=s.latency_batch, help="batch of the timed blocks")
     b.add_argument("--latency-clock", default="auto", choices=CLOCKS,
-                   help="wall clock, or the thread's CPU time (CPU with one torch thread: time preempted by "
-                        "other processes left out); auto: thread there, else wall")
+                   help="wall clock; the thread's CPU time (CPU with one torch thread: time preempted by "
+                        "other processes left out); or graph (CUDA: each part and network replayed as one CUDA "
+                        "graph, the device's time without per-op launch cost); auto: thread there, else wall")
     b.add_argument("--cache", default="~/.cache/effnet/latency", help="folder of the per-device latency tables")
     b.add_argument("--check", type=int, default=s.check,
                    help="random networks whose predicted latency is checked against the measured one (0: skip)")

@@ -9,10 +9,12 @@ block once across runs; :func:`check` compares predicted with measured whole-net
 Why the parts add up to the whole: every part is timed as it runs inside a network (a train-step
 block computes the gradient of its input from an upstream gradient, the stem does not: its input is
 the image), nothing is timed that the network does not do (no loss reduction per block, no
-gradient accumulation into leaves), and what the network does between its blocks, less the timing
-harness's own cost per part, is one calibrated number per block (:meth:`LatencyTable.calibrate`),
-signed: on a GPU one synchronisation per part costs more than the whole network spends between
-blocks.  Whole networks are timed in interleaved rounds (:func:`measure_networks`).
+gradient accumulation into leaves), and what a block costs inside a network beyond its time alone,
+less the timing harness's own cost per part, is one calibrated number per block type
+(:meth:`LatencyTable.calibrate`), signed: on a GPU one synchronisation per part costs more than the
+whole network spends between blocks, while on a CPU an MBConv's saved activations have left the
+cache by the time a network's backward reads them.  Whole networks and parts are timed in
+interleaved rounds (:func:`fastest`).
 """
 
 from __future__ import annotations
@@ -28,18 +30,19 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from effnet.analysis.timing import time_fn
+from effnet.analysis.timing import capture_graph, time_fn
 from effnet.blocks import build_block
 from effnet.config import ModelConfig
 from effnet.io import write_atomic
 from effnet.layers import ConvNormAct
 from effnet.model import EfficientConvNet
 from effnet.plan import BlockSpec, Plan, expand
+from effnet.tables import BlockType
 
 MODES = ("inference", "train-step")
 Timer = Callable[[nn.Module, torch.Tensor], float]  # seconds per call of the module on the input
-METHOD = 2  # how entries are timed; a cached table timed another way is not reused
-CLOCKS = ("auto", "wall", "thread")
+METHOD = 3  # how entries are timed; a cached table timed another way is not reused
+CLOCKS = ("auto", "wall", "thread", "graph")
 
 
 def block_key(b: BlockSpec, size: int) -> str:
@@ -81,11 +84,15 @@ class _Head(nn.Module):
 
 
 def resolve_clock(device: str, clock: str = "auto") -> str:
-    """``wall``, or ``thread``: the CPU time of the calling thread, which a CPU running torch on one
-    thread spends on the computation itself.  ``auto`` picks ``thread`` there (on a shared machine
+    """``wall``; ``thread``: the CPU time of the calling thread, which a CPU running torch on one
+    thread spends on the computation itself; or ``graph`` (CUDA): each part and each network captured
+    as one CUDA graph and replayed, so what is timed is the device's work without the host's
+    per-operation launch cost.  ``auto`` picks ``thread`` on a one-thread CPU (on a shared machine
     time spent preempted by other processes is not the network's), else ``wall``."""
     if clock not in CLOCKS:
         raise ValueError(f"unknown clock {clock!r}; allowed: {', '.join(CLOCKS)}")
+    if clock == "graph" and torch.device(device).type != "cuda":
+        raise ValueError(f"clock 'graph' (CUDA graphs) needs a CUDA device, got {device}")
     single_thread_cpu = torch.device(device).type == "cpu" and torch.get_num_threads() == 1
     if clock == "thread" and not single_thread_cpu:
         raise ValueError(f"clock 'thread' needs device cpu with one torch thread (OMP_NUM_THREADS=1), "
@@ -95,7 +102,8 @@ def resolve_clock(device: str, clock: str = "auto") -> str:
     return clock
 
 
-def torch_timer(device: str, mode: str, runs: int = 20, clock: str = "auto") -> Timer:
+def torch_timer(device: str, mode: str, runs: int = 20, clock: str = "auto", steps: int = 5,
+                evict_mib: int = 64) -> Timer:
     """Fastest of ``runs`` calls with effnet's timer: forward (inference) or a training step's share.
 
     ``train-step``: forward in training mode, then the gradients of every parameter and, where the
@@ -104,17 +112,27 @@ def torch_timer(device: str, mode: str, runs: int = 20, clock: str = "auto") -> 
     its values).  No loss, no accumulation into ``.grad``, no optimizer step, for a part and for a
     whole network alike, so the parts add up to the whole.
 
-    What this leaves out: in a network's training step the rest of the network runs between a
-    block's forward and its backward, so on a CPU the activations its backward reads have left the
-    core's cache, while a part timed alone finds them there (docs/search.md measures the effect).
+    On a CPU a train-step part's caches are evicted between its forward and its backward (writing
+    ``evict_mib`` MiB, untimed): in a network's training step the rest of the network runs in between,
+    so the activations a block's backward reads have left the cache, while a part timed alone would
+    find them there.
 
     The fastest, not the median: on a shared machine a whole network is preempted more often than
     one short block, so medians of the two disagree while their minima agree.  ``clock``: see
     :func:`resolve_clock`.
+
+    On a GPU a train-step sample is ``steps`` calls between two synchronisations, per call: the time
+    a training loop spends per step, where the host queues the next step while the device runs this
+    one.  A part synchronised after every call would pay one device round trip per part, which a
+    network pays once per step.
     """
     if mode not in MODES:
         raise ValueError(f"unknown latency mode {mode!r}; allowed: {', '.join(MODES)}")
-    clock_fn = time.thread_time if resolve_clock(device, clock) == "thread" else time.perf_counter
+    clock = resolve_clock(device, clock)
+    clock_fn = time.thread_time if clock == "thread" else time.perf_counter
+    on_gpu = torch.device(device).type == "cuda"
+    number = steps if mode == "train-step" and on_gpu else 1
+    evict = torch.zeros(evict_mib * 2**20 // 4) if mode == "train-step" and not on_gpu and evict_mib else None
 
     def timer(module: nn.Module, x: torch.Tensor) -> float:
         module = module.to(device)
@@ -122,17 +140,46 @@ def torch_timer(device: str, mode: str, runs: int = 20, clock: str = "auto") -> 
         if mode == "inference":
             module.eval()
             with torch.inference_mode():
-                return time_fn(lambda: module(xd), warmup=3, runs=runs, device=device, clock=clock_fn).min
+                return run(lambda: module(xd), 1)
         module.train()
         wrt = [p for p in module.parameters() if p.requires_grad] + ([xd] if xd.requires_grad else [])
         upstream = torch.randn_like(module(xd))
 
+        if evict is not None and not isinstance(module, EfficientConvNet):  # a network's backward follows its forward
+            return _cold_backward(module, xd, wrt, upstream, runs, clock_fn, evict)
+
         def step():
             torch.autograd.grad(module(xd), wrt, upstream)
 
-        return time_fn(step, warmup=3, runs=runs, device=device, clock=clock_fn).min
+        return run(step, number)
+
+    def run(fn: Callable[[], object], number: int) -> float:
+        if clock != "graph":
+            return time_fn(fn, warmup=3, runs=runs, device=device, clock=clock_fn, number=number).min
+        graph, _ = capture_graph(fn)  # replays queue behind each other: the device's time per call
+        return time_fn(graph.replay, warmup=3, runs=runs, device=device, number=steps).min
 
     return timer
+
+
+def _cold_backward(module: nn.Module, x: torch.Tensor, wrt: list, upstream: torch.Tensor, runs: int,
+                   clock: Callable[[], float], evict: torch.Tensor) -> float:
+    """Fastest forward + backward of ``runs`` (after 3 warm-up), the caches evicted between the two
+    (untimed): in a network's training step the rest of the network runs between a block's forward
+    and its backward, so what the backward reads comes from memory, not from the cache."""
+    best = math.inf
+    for i in range(runs + 3):
+        t0 = clock()
+        out = module(x)
+        t1 = clock()
+        evict.add_(1.0)  # read and write more than the last-level cache holds
+        upstream.add_(0.0)  # the upstream gradient was just written by the next block's backward: warm
+        t2 = clock()
+        torch.autograd.grad(out, wrt, upstream)
+        t3 = clock()
+        if i >= 3:
+            best = min(best, t1 - t0 + t3 - t2)
+    return best
 
 
 @dataclass
@@ -165,10 +212,10 @@ class LatencyTable:
 
     def predict(self, config: ModelConfig, timer: Timer) -> float:
         """Predicted seconds of the whole network: the sum of its entries, timing the missing ones,
-        plus the calibrated cost between blocks (:meth:`calibrate`) per block."""
+        plus each block's calibrated in-network share (:meth:`calibrate`)."""
         config = _timed(config)
         plan = expand(config)
-        total = self.entries.get(GLUE, 0.0) * len(plan.blocks)
+        total = sum(self.glue(b.block) for b in plan.blocks)
         for key, build in plan_entries(plan, config.resolution):
             if key not in self.entries:
                 module, shape = build()
@@ -177,24 +224,43 @@ class LatencyTable:
             total += self.entries[key]
         return total
 
-    def calibrate(self, config: ModelConfig, timer: Timer, rounds: int = 5) -> float:
-        """Store, per block, what timing ``config`` whole adds to the sum of its parts: the network's
-        own work between blocks (stage containers, its forward's Python) less the harness's cost per
-        part (a synchronisation each on a GPU), so it can be negative.  The whole and each part are
-        timed in turn for ``rounds`` rounds and the fastest of each kept, so both are measured under
-        the same load; the parts' minima also refine their entries.  Returns the per-block share."""
-        if GLUE in self.entries:
-            return self.entries[GLUE]
-        config = _timed(config)
-        plan = expand(config)
-        keys = [key for key, _ in plan_entries(plan, config.resolution)]  # repeats share a key: one sum term each
-        items = {key: _part(build, self.batch) for key, build in plan_entries(plan, config.resolution)}
-        items[_WHOLE] = _network(config, self.batch)
+    def glue(self, block: BlockType) -> float:
+        """The calibrated in-network share of one block of this type (seconds; 0 before calibration;
+        the mean share of the calibrated types for a type no calibration network had)."""
+        shares = {k: v for k, v in self.entries.items() if k.startswith(GLUE)}
+        return shares.get(glue_key(block), sum(shares.values()) / len(shares) if shares else 0.0)
+
+    def calibrate(self, configs: ModelConfig | list[ModelConfig], timer: Timer, rounds: int = 5) -> dict[str, float]:
+        """Store, per block type, what a block adds inside a network to the sum of its parts: the
+        network's own work between blocks (stage containers, its forward's Python), the cost of its
+        activations going cold before its backward reads them, less the harness's cost per part (a
+        synchronisation each on a GPU), so a share can be negative.  Least squares over ``configs``
+        (whole minus parts = sum over block types of count x share; the search passes its base and the
+        base with every stage's block type swapped, so each type is fitted).  Wholes and parts are
+        timed in turn for ``rounds`` rounds, the fastest of each kept, so all are measured under the
+        same load; the parts' minima also refine their entries.  Returns the shares by key."""
+        configs = [_timed(c) for c in (configs if isinstance(configs, list) else [configs])]
+        if not configs:
+            raise ValueError("calibrate needs at least one network")
+        known = {k: v for k, v in self.entries.items() if k.startswith(GLUE)}
+        if known:
+            return known
+        plans = [expand(c) for c in configs]
+        items = {}
+        for c, plan in zip(configs, plans):
+            items.update({key: _part(build, self.batch) for key, build in plan_entries(plan, c.resolution)})
+        items.update({(_WHOLE, i): _network(c, self.batch) for i, c in enumerate(configs)})
         best = fastest(items, timer, rounds)
-        whole = best.pop(_WHOLE)
-        self.entries.update({k: min(t, self.entries.get(k, math.inf)) for k, t in best.items()})
-        self.entries[GLUE] = (whole - sum(self.entries[k] for k in keys)) / len(plan.blocks)
-        return self.entries[GLUE]
+        self.entries.update({k: min(t, self.entries.get(k, math.inf)) for k, t in best.items() if isinstance(k, str)})
+        types = sorted({b.block for plan in plans for b in plan.blocks}, key=lambda t: t.value)
+        counts = torch.tensor([[float(sum(b.block is t for b in plan.blocks)) for t in types] for plan in plans],
+                              dtype=torch.float64)
+        rest = torch.tensor([[best[(_WHOLE, i)] - sum(self.entries[k] for k, _ in plan_entries(plan, c.resolution))]
+                             for i, (c, plan) in enumerate(zip(configs, plans))], dtype=torch.float64)
+        shares = torch.linalg.lstsq(counts, rest).solution[:, 0].tolist()  # repeats share a key: one term each
+        glue = {glue_key(t): v for t, v in zip(types, shares)}
+        self.entries.update(glue)
+        return glue
 
     def missing(self, config: ModelConfig) -> dict[str, tuple[nn.Module, torch.Tensor]]:
         """The parts of ``config`` the table has no entry for, built: key -> (module, input)."""
@@ -203,7 +269,11 @@ class LatencyTable:
                 if key not in self.entries}
 
 
-GLUE = "between-blocks"  # the calibrated per-block cost outside the blocks (seconds; may be negative)
+GLUE = "between-blocks"  # prefix of the calibrated in-network share of one block, per type (seconds; may be < 0)
+
+
+def glue_key(block: BlockType) -> str:
+    return f"{GLUE}:{block.value}"
 
 
 _WHOLE = object()  # the whole network's key among a calibration's timed items
@@ -258,12 +328,15 @@ def check(table: LatencyTable, configs: list[ModelConfig], timer: Timer, toleran
     rows = []
     for i, c in enumerate(configs):
         predicted, measured = table.predict(c, timer), best[i]
+        parts = predicted - sum(table.glue(b.block) for b in expand(_timed(c)).blocks)
         rows.append({"name": c.name, "predicted_ms": predicted * 1e3, "measured_ms": measured * 1e3,
+                     "parts_ms": parts * 1e3,
                      "error": predicted / measured - 1})
     worst = max(abs(r["error"]) for r in rows)
     return {"device": table.device, "mode": table.mode, "batch": table.batch, "clock": table.clock,
             "tolerance": tolerance,
-            "worst_error": worst, "ok": worst <= tolerance, "between_blocks_ms": table.entries.get(GLUE, 0.0) * 1e3,
+            "worst_error": worst, "ok": worst <= tolerance,
+            "between_blocks_ms": {k.split(":", 1)[1]: v * 1e3 for k, v in table.entries.items() if k.startswith(GLUE)},
             "rounds": rounds, "networks": rows}
 
 
