@@ -5,8 +5,7 @@
     python scripts/bench_fused_report.py OUT/rows.jsonl                               # tables + fused.png
 
 Parts: ``check`` (every block type, bf16 fused vs float32 PyTorch; whole models with calibrated BN statistics;
-models trained by ``effnet train`` if runs/digits*/best.safetensors exist; every depthwise, conv and GEMM tile
-candidate alone), ``kernels`` (copy bandwidth; each
+models trained by ``effnet train`` if runs/digits*/best.safetensors exist), ``kernels`` (copy bandwidth; each
 depthwise layer of B0 alone, ours (bias, act, SE squeeze) vs cuDNN's conv alone (no bias: its bias
 is a separate add kernel)), ``fused`` (FusedNet per model), ``blocks`` (per-block GPU time
 of B0: fused vs eager effnet), ``baselines`` (torchvision + torch.compile, effnet BN-folded + torch.compile,
@@ -120,7 +119,7 @@ def part_check() -> None:
 
     tune.enabled = False  # correctness only: first-candidate tiles, no timing
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    what = os.environ.get("CHECK", "blocks,models,trained,dw,cands").split(",")
+    what = os.environ.get("CHECK", "blocks,models,trained,dw").split(",")
     for name, cin, stage, act, pad, size in BLOCKS if "blocks" in what else ():
         cfg = ModelConfig(spec=NetSpec(cin, (stage,), None), num_classes=0, activation=act, padding=pad)
         model = randomize_bn(EfficientConvNet(cfg)).eval().cuda()
@@ -153,10 +152,6 @@ def part_check() -> None:
             check_trained(path)
     if "dw" in what:
         check_depthwise_candidates()
-    if "cands" in what:  # every conv / GEMM tile candidate on V2-S's shapes: the block checks run the first only
-        from bench_fused_v2s import candidate_errors
-
-        candidate_errors()
 
 
 @torch.no_grad()
@@ -271,16 +266,12 @@ def part_fused() -> None:
 
 @torch.no_grad()
 def part_blocks() -> None:
-    """Per-block times of each model in $BLOCK_MODELS (default B0; B0's rows are the report's table)."""
     from effnet.kernels import FusedNet, tune
 
-    for name in os.environ.get("BLOCK_MODELS", "efficientnet_b0").split(","):
-        res = MODELS[name][1]
-        model = randomize_bn(effnet.create_model(name)).cuda().eval()
-        fused = FusedNet(model, dtype=torch.bfloat16)
-        fused(channels_last_input(256, res))  # tune, and choose each block's path
-        per_block(model, fused, FusedNet(model, dtype=torch.bfloat16, fuse_expand=False), res,
-                  part="per_block" if name == "efficientnet_b0" else f"per_block_{name}")
+    model = randomize_bn(effnet.create_model("efficientnet_b0")).cuda().eval()
+    fused = FusedNet(model, dtype=torch.bfloat16)
+    fused(channels_last_input(256, 224))  # tune, and choose each block's path
+    per_block(model, fused, FusedNet(model, dtype=torch.bfloat16, fuse_expand=False), 224)
     emit(part="paths", choices={k: v["path"] for k, v in tune._memory.items() if "path" in v})
 
 
@@ -294,7 +285,7 @@ def graph_ms(fn, autocast: bool = False) -> float:
 
 
 @torch.no_grad()
-def per_block(model: nn.Module, fused, unfused, res: int, batch: int = 256, part: str = "per_block") -> None:
+def per_block(model: nn.Module, fused, unfused, res: int, batch: int = 256) -> None:
     """Each block timed alone on its real input, as a CUDA graph: fused engine (with the path it chose),
     fused engine without expand+depthwise fusion, eager effnet (bf16 autocast, channels_last)."""
     x = channels_last_input(batch, res)
@@ -313,21 +304,28 @@ def per_block(model: nn.Module, fused, unfused, res: int, batch: int = 256, part
         t_unfused = graph_ms(lambda: unfused.run_block(a_nhwc, unfused.layers[s.index]))
         t_eager = graph_ms(lambda: blk(a16), autocast=True)
         nbytes = 2 * (a.numel() + out.numel())  # the fused floor: block input read once, output written once
-        emit(part=part, index=s.index, block=s.block.value, kernel=s.kernel, stride=s.stride, expand=s.expand_ratio,
+        emit(part="per_block", index=s.index, block=s.block.value, kernel=s.kernel, stride=s.stride, expand=s.expand_ratio,
              in_shape=list(a.shape[1:]), out_channels=s.out_channels, fused_ms=t_fused, no_expand_fusion_ms=t_unfused, eager_ms=t_eager,
              io_mb=nbytes / 1e6, fused_gb_s=nbytes / t_fused / 1e6)
 
 
-def kernel_sums(fn, reps: int = 5) -> dict:
-    """Device time per call of ``fn`` by kernel name (torch.profiler): {name: [ms, launches]}."""
+@torch.no_grad()
+def part_profile() -> None:
+    """Device time of fused B0 at batch 256 by kernel (torch.profiler, no CUDA graph), per forward."""
     from collections import defaultdict
 
+    from effnet.kernels import FusedNet, tune
+
+    model = randomize_bn(effnet.create_model("efficientnet_b0")).cuda().eval()
+    fused = FusedNet(model, dtype=torch.bfloat16, cuda_graph=False)
+    x = channels_last_input(256, 224)
     for _ in range(3):
-        fn()
+        fused(x)
     torch.cuda.synchronize()
+    reps = 5
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
         for _ in range(reps):
-            fn()
+            fused(x)
         torch.cuda.synchronize()
     totals, calls = defaultdict(float), defaultdict(int)
     for evt in prof.key_averages():
@@ -335,20 +333,8 @@ def kernel_sums(fn, reps: int = 5) -> dict:
         if t:
             totals[evt.key[:60]] += t / 1e3 / reps
             calls[evt.key[:60]] += evt.count // reps
-    return {k: [round(v, 4), calls[k]] for k, v in sorted(totals.items(), key=lambda kv: -kv[1])}
-
-
-@torch.no_grad()
-def part_profile() -> None:
-    """Device time of fused B0 (or $PROFILE_MODEL) at batch 256 by kernel (torch.profiler, no CUDA graph)."""
-    from effnet.kernels import FusedNet, tune
-
-    name = os.environ.get("PROFILE_MODEL", "efficientnet_b0")
-    model = randomize_bn(effnet.create_model(name)).cuda().eval()
-    fused = FusedNet(model, dtype=torch.bfloat16, cuda_graph=False)
-    x = channels_last_input(256, MODELS[name][1])
-    kernels = kernel_sums(lambda: fused(x))
-    emit(part="profile", model=name, batch=256, total_ms=sum(v[0] for v in kernels.values()), kernels=kernels)
+    emit(part="profile", model="efficientnet_b0", batch=256, total_ms=sum(totals.values()),
+         kernels={k: [round(v, 4), calls[k]] for k, v in sorted(totals.items(), key=lambda kv: -kv[1])})
     emit(part="tune_choices", choices={k: v for k, v in tune._memory.items() if k.startswith("depthwise")})
 
 

@@ -12,7 +12,7 @@ at the end), and per variant in $VARIANTS (default new,old): the whole model (CU
 on its real input (CUDA graph) with the path the tuner chose (FORCED_PATHS=1: also the library's convs
 forced / ours forced) and eager effnet, the device time by kernel (torch.profiler), the models in
 $WHOLE_MODELS whole, and (``new`` only) V2-S's big 1x1 GEMMs alone, every pointwise candidate vs torch.mm,
-and every conv / pointwise candidate's bf16 error on V2-S's shapes.
+and every conv / pointwise candidate's bf16 error on V2-S's shapes (alone: ``STEPS=checks``).
 """
 
 from __future__ import annotations
@@ -24,12 +24,32 @@ import tempfile
 import time
 
 import torch
-from bench_fused import bench, channels_last_input, emit, graph_ms, kernel_sums, nhwc, randomize_bn, rel
+from bench_fused import bench, channels_last_input, emit, graph_ms, nhwc, randomize_bn, rel
 
 import effnet
 
 NAME, RES, BATCH = "efficientnet_v2_s", 384, 256
 ME = os.path.abspath(__file__)
+
+
+def kernel_sums(fn, reps: int = 5) -> dict:
+    """Device time per call of ``fn`` by kernel name (torch.profiler): {name: [ms, launches]}."""
+    from collections import defaultdict
+
+    for _ in range(3):
+        fn()
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        for _ in range(reps):
+            fn()
+        torch.cuda.synchronize()
+    totals, calls = defaultdict(float), defaultdict(int)
+    for evt in prof.key_averages():
+        t = getattr(evt, "self_device_time_total", None) or getattr(evt, "self_cuda_time_total", 0)
+        if t:
+            totals[evt.key[:60]] += t / 1e3 / reps
+            calls[evt.key[:60]] += evt.count // reps
+    return {k: [round(v, 4), calls[k]] for k, v in sorted(totals.items(), key=lambda kv: -kv[1])}
 
 
 def _fused_library_run8(self, x, L, pads):
@@ -262,6 +282,8 @@ def main() -> None:
             env = {**os.environ, "XDG_CACHE_HOME": os.path.join(folder, f"cache_{v}")}
             subprocess.run([sys.executable, ME, "__variant__", v], env=env, check=False)
             emit(part="timing", section=f"variant_{v}", seconds=time.time() - t1)
+    if "checks" in steps:  # every conv / GEMM tile candidate alone, bf16 vs fp32 (also part of ``variants``)
+        candidate_errors()
     for w, proc in bg.items():
         t1 = time.time()
         open(os.path.join(folder, f"go_{w}"), "w").close()

@@ -10,8 +10,9 @@ bf16/fp16, on the GPU) -> logits (float32).  Per block kind (read from its Block
   prologue (and the SE squeeze as one extra read); which way is used is timed per block shape on
   first use (``fuse_expand=None``, ``library_convs=None``) or forced (``fuse_expand=True``: the fused
   kernel where there is one; ``library_convs=True``: the library's depthwise; False: never).
-- Fused-MBConv: kxk conv + act + 1x1 project (+ residual) in one kernel (``triton_conv``: the mid channels
-  in chunks; or the unrolled conv kernel, whole mid rows of <= 256 in one tile), or the library's conv (cuDNN) with the activation applied in the project GEMM's
+- Fused-MBConv: kxk conv + act + 1x1 project (+ residual) in one kernel when the expanded width fits a
+  tile (<= 256; any width in ``triton_conv``'s kernels, which project it in chunks), or the library's
+  conv (cuDNN, no bias) with its bias and activation applied in the project GEMM's
   prologue, again timed per shape (``library_convs=None``) or forced; with SE, conv then project GEMM.
 - Depthwise-separable: depthwise, then pointwise with activation.
 - Stem: implicit-GEMM conv for few input channels; head: 1x1 conv + act + global pool in one kernel,
@@ -43,13 +44,14 @@ TORCH_ACTS = {"relu": F.relu, "relu6": F.relu6, "silu": F.silu, "hardswish": F.h
 def _load_ops():
     """The Triton kernels module; Triton is an optional dependency, imported only when an engine is built."""
     try:
-        from effnet.kernels import triton_conv, triton_depthwise, triton_fused, triton_ops
+        from effnet.kernels import triton_depthwise, triton_fused, triton_ops
     except ImportError as e:
         raise RuntimeError(f"the fused (triton) engine needs Triton, which is not importable here ({e}); "
                            "install it with `pip install triton` on a machine with a CUDA GPU") from None
-    return SimpleNamespace(**{k: getattr(triton_ops, k) for k in ("ACT_CODES", "pointwise", "se_excite", "conv")},
+    return SimpleNamespace(**{k: getattr(triton_ops, k) for k in ("ACT_CODES", "pointwise", "se_excite", "conv",
+                                                                  "bias_act")},
                            depthwise=triton_depthwise.depthwise, pad_dw_weights=triton_depthwise.pad_weights,
-                           squeeze=triton_depthwise.squeeze, bias_act=triton_conv.bias_act,
+                           squeeze=triton_depthwise.squeeze,
                            expand_depthwise=triton_fused.expand_depthwise)
 
 

@@ -22,6 +22,7 @@ import triton.language as tl
 
 from effnet.kernels import triton_conv, triton_gemm, tune
 from effnet.kernels.triton_common import ACT_CODES, _act, _p2, out_size  # noqa: F401  (ACT_CODES re-exported)
+from effnet.kernels.triton_conv import bias_act  # noqa: F401  (re-exported: the engine's kernels come from here)
 
 
 @triton.jit
