@@ -208,6 +208,7 @@ def test_train_step_timer_leaves_no_gradients_behind_and_only_the_stem_skips_its
 def test_clock_choice_and_a_table_timed_another_way_is_not_reused(tmp_path, one_thread):
     assert resolve_clock("cpu") == "thread"  # one torch thread (the fixture): its CPU time is the cost
     assert resolve_clock("cpu", "wall") == "wall"
+    assert resolve_clock("cuda") == "graph" and resolve_clock("cuda:1", "wall") == "wall"
     with pytest.raises(ValueError, match="unknown clock 'sundial'"):
         resolve_clock("cpu", "sundial")
     with pytest.raises(ValueError, match="clock 'thread' needs device cpu"):

@@ -28,7 +28,7 @@ def add_block_parser(sub) -> None:
     b.add_argument("--latency-clock", default="auto", choices=CLOCKS,
                    help="wall clock; the thread's CPU time (CPU with one torch thread: time preempted by "
                         "other processes left out); or graph (CUDA: each part and network replayed as one CUDA "
-                        "graph, the device's time without per-op launch cost); auto: thread there, else wall")
+                        "graph, the device's time without per-op launch cost); auto: thread there, graph on a GPU, else wall")
     b.add_argument("--cache", default="~/.cache/effnet/latency", help="folder of the per-device latency tables")
     b.add_argument("--check", type=int, default=s.check,
                    help="random networks whose predicted latency is checked against the measured one (0: skip)")

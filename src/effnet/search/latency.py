@@ -88,7 +88,9 @@ def resolve_clock(device: str, clock: str = "auto") -> str:
     thread spends on the computation itself; or ``graph`` (CUDA): each part and each network captured
     as one CUDA graph and replayed, so what is timed is the device's work without the host's
     per-operation launch cost.  ``auto`` picks ``thread`` on a one-thread CPU (on a shared machine
-    time spent preempted by other processes is not the network's), else ``wall``."""
+    time spent preempted by other processes is not the network's), ``graph`` on a GPU (an eager
+    PyTorch step of a small network is bound by the host's launches, whose cost does not add up block
+    by block: docs/search.md), else ``wall``."""
     if clock not in CLOCKS:
         raise ValueError(f"unknown clock {clock!r}; allowed: {', '.join(CLOCKS)}")
     if clock == "graph" and torch.device(device).type != "cuda":
@@ -98,7 +100,7 @@ def resolve_clock(device: str, clock: str = "auto") -> str:
         raise ValueError(f"clock 'thread' needs device cpu with one torch thread (OMP_NUM_THREADS=1), "
                          f"got {device} with {torch.get_num_threads()} threads")
     if clock == "auto":
-        return "thread" if single_thread_cpu else "wall"
+        return "thread" if single_thread_cpu else "graph" if torch.device(device).type == "cuda" else "wall"
     return clock
 
 
