@@ -74,11 +74,13 @@ def case_process(folder: str, i: int, who: str, name: str, batch: int) -> None:
 
 
 @torch.no_grad()
-def precompile_process(name: str, batch: int) -> None:
-    """Compile every tile candidate and path of the fused engine for one model (nothing timed, nothing chosen)."""
+def precompile_process(name: str, batch: int, shard: int = 0, shards: int = 1) -> None:
+    """Compile every tile candidate and path of the fused engine for one model (nothing timed, nothing chosen);
+    with ``shards`` > 1 only this worker's share of the candidates (the others compile the rest)."""
     from effnet.kernels import FusedNet, tune
 
     tune.compile_only = True
+    tune.shard = (shard, shards) if shards > 1 else None
     fused = FusedNet(randomize_bn(effnet.create_model(name)).cuda().eval(), dtype=torch.bfloat16, cuda_graph=False)
     fused(channels_last_input(batch, MODELS[name][1]))
     torch.cuda.synchronize()
@@ -107,8 +109,10 @@ def part_baselines() -> None:
     t_start = time.time()
     procs = [subprocess.Popen([sys.executable, me, "__case__", folder, str(i), who, name, str(batch)])
              for i, (who, name, batch) in enumerate(cases)]
-    pre = [subprocess.Popen([sys.executable, me, "__precompile__", name, str(batch)])
-           for name in MODELS if name in only for batch in ((256, 1) if name == "efficientnet_b0" else (256,))]
+    shards = int(os.environ.get("PRECOMPILE_SHARDS", "3"))  # workers per model and batch (each a share)
+    pre = [subprocess.Popen([sys.executable, me, "__precompile__", name, str(batch), str(i), str(shards)])
+           for name in MODELS if name in only for batch in ((256, 1) if name == "efficientnet_b0" else (256,))
+           for i in range(shards)]
     deadline = time.time() + float(os.environ.get("COMPILE_LIMIT_S", "420"))
     _wait([os.path.join(folder, f"ready_{i}") for i in range(len(cases))], procs, deadline)
     for p in pre:
@@ -152,4 +156,4 @@ if __name__ == "__main__":  # the worker processes part_baselines starts
         folder, i, who, name, batch = sys.argv[2:7]
         case_process(folder, int(i), who, name, int(batch))
     elif sys.argv[1] == "__precompile__":
-        precompile_process(sys.argv[2], int(sys.argv[3]))
+        precompile_process(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))

@@ -15,7 +15,8 @@ bf16/fp16, on the GPU) -> logits (float32).  Per block kind (read from its Block
   two flags; ``fuse_expand=True``: the fused kernel where there is one; ``library_convs=True``: the
   library's depthwise; False: never).
 - Fused-MBConv: kxk conv + act + 1x1 project (+ residual) in one kernel when the expanded width fits a
-  tile (<= 256), or the library's conv (cuDNN) with the activation applied in the project GEMM's
+  tile (<= 256; any width in ``triton_conv``'s kernels, which project it in chunks), or the library's
+  conv (cuDNN, no bias) with its bias and activation applied in the project GEMM's
   prologue, again timed per shape (``library_convs=None``) or forced; with SE, conv then project GEMM.
 - Depthwise-separable: depthwise, then pointwise with activation.
 - Stem: implicit-GEMM conv for few input channels; head: 1x1 conv + act + global pool in one kernel,
@@ -51,7 +52,8 @@ def _load_ops():
     except ImportError as e:
         raise RuntimeError(f"the fused (triton) engine needs Triton, which is not importable here ({e}); "
                            "install it with `pip install triton` on a machine with a CUDA GPU") from None
-    return SimpleNamespace(**{k: getattr(triton_ops, k) for k in ("ACT_CODES", "pointwise", "se_excite", "conv")},
+    return SimpleNamespace(**{k: getattr(triton_ops, k) for k in ("ACT_CODES", "pointwise", "se_excite", "conv",
+                                                                  "bias_act")},
                            depthwise=triton_depthwise.depthwise, pad_dw_weights=triton_depthwise.pad_weights,
                            squeeze=triton_depthwise.squeeze,
                            expand_depthwise=triton_fused.expand_depthwise, dw_project=triton_dwproject.dw_project)
@@ -203,7 +205,7 @@ class FusedNet(nn.Module):
         s, ops, act = L["spec"], self.ops, L["act"]
         pads = _pads(x.shape[1:3], s.kernel, s.stride, s.padding)
         res = x if s.residual else None
-        if not s.has_se and (not s.has_project or s.mid_channels <= 256):
+        if not s.has_se:  # any mid width: the tap-loop conv kernel projects it in chunks
             proj = L["project"] if s.has_project else None
             return self._choose("fused_path", (tuple(x.shape), s.mid_channels, s.out_channels, s.kernel, s.stride), {
                 "triton": lambda: ops.conv(x, *L["expand"], s.kernel, s.stride, pads, act, proj=proj, residual=res),
@@ -219,13 +221,14 @@ class FusedNet(nn.Module):
         return ops.pointwise(h, *L["project"], 0, gate=gate, residual=res)
 
     def _fused_library(self, x: torch.Tensor, L: dict, pads: tuple[int, int, int, int]) -> torch.Tensor:
-        """Fused-MBConv through the library's conv (cuDNN), its activation applied in the project's prologue."""
-        s = L["spec"]
-        h = _library_conv(x, *L["expand_lib"], s.stride, pads)
+        """Fused-MBConv through the library's conv (cuDNN, no bias: torch adds a conv's bias in a pass of its
+        own), its bias and activation applied in the project's prologue, or without a project in one
+        bias + activation (+ residual) pass."""
+        s, bias, res = L["spec"], L["expand"][1], x if L["spec"].residual else None
+        h = _library_conv(x, L["expand_lib"][0], None, s.stride, pads)
         if s.has_project:
-            return self.ops.pointwise(h, *L["project"], 0, residual=x if s.residual else None, pre_act=L["act"])
-        out = TORCH_ACTS[s.activation](h, inplace=True)
-        return out.add_(x) if s.residual else out
+            return self.ops.pointwise(h, *L["project"], 0, residual=res, pre_act=L["act"], pre_bias=bias)
+        return self.ops.bias_act(h, bias, L["act"], residual=res)
 
     def _choose(self, kind: str, key: tuple, paths: dict, first: bool | None):
         """Run one of the ways of computing a block: ``first`` forces the first (True) or second (False);
@@ -261,8 +264,8 @@ class FusedNet(nn.Module):
         img = x
         x = self._choose("stem_path", tuple(x.shape), {
             "triton": lambda: ops.conv(img, *self.stem, st.kernel, st.stride, pads, act),
-            "library": lambda: TORCH_ACTS[st.activation](_library_conv(img, *self.stem_lib, st.stride, pads),
-                                                         inplace=True)},
+            "library": lambda: ops.bias_act(_library_conv(img, self.stem_lib[0], None, st.stride, pads),
+                                            self.stem[1], act)},
             None if self.library_convs is None else not self.library_convs)
         for layer in self.layers:
             x = self.run_block(x, layer)

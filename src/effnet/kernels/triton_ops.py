@@ -20,8 +20,9 @@ import torch
 import triton
 import triton.language as tl
 
-from effnet.kernels import tune
+from effnet.kernels import triton_conv, triton_gemm, tune
 from effnet.kernels.triton_common import ACT_CODES, _act, _p2, out_size  # noqa: F401  (ACT_CODES re-exported)
+from effnet.kernels.triton_conv import bias_act  # noqa: F401  (re-exported: the engine's kernels come from here)
 
 
 @triton.jit
@@ -41,6 +42,10 @@ def _pointwise_kernel(a_ptr, w_ptr, bias_ptr, gate_ptr, res_ptr, out_ptr, pool_p
     else:
         rows = pid_m.to(tl.int64) * BM + tl.arange(0, BM)
         row_mask = rows < M
+        if HAS_GATE:  # a tile may straddle two samples (BM <= HW): each row takes its own sample's gate
+            n = (pid_m * BM) // HW
+            first = (rows // HW) == n
+            n2_ok = (n + 1) * HW < M
     cols = pid_n * BN + tl.arange(0, BN)
     col_mask = cols < N
     rk = tl.arange(0, BK)
@@ -55,8 +60,11 @@ def _pointwise_kernel(a_ptr, w_ptr, bias_ptr, gate_ptr, res_ptr, out_ptr, pool_p
                 af += tl.load(pre_bias_ptr + kk, mask=k_mask, other=0.0)[None, :]
             a = _act(af, PRE_ACT).to(a_ptr.dtype.element_ty)
         if HAS_GATE:
-            g = tl.load(gate_ptr + n * K + kk, mask=k_mask, other=0.0)
-            a = (a.to(tl.float32) * g[None, :]).to(a_ptr.dtype.element_ty)
+            g = tl.load(gate_ptr + n * K + kk, mask=k_mask, other=0.0)[None, :]
+            if not PER_SAMPLE:
+                g2 = tl.load(gate_ptr + (n + 1) * K + kk, mask=k_mask & n2_ok, other=0.0)
+                g = tl.where(first[:, None], g, g2[None, :])
+            a = (a.to(tl.float32) * g).to(a_ptr.dtype.element_ty)
         w = tl.load(w_ptr + kk[:, None] * N + cols[None, :], mask=k_mask[:, None] & col_mask[None, :], other=0.0)
         acc = tl.dot(a, w, acc)
     y = _act(acc + tl.load(bias_ptr + cols, mask=col_mask, other=0.0)[None, :], ACT)
@@ -177,7 +185,12 @@ def pointwise(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, act: int, *,
     per_sample = gate is not None or pool
     key = (nb, hw, k, n_out, per_sample, gate is not None, residual is not None, pool, act, pre_act,
            pre_bias is not None)
-    cfg = tune.pick("pointwise", key, tune.POINTWISE,
+    cands = tune.POINTWISE
+    if gate is not None and not pool:  # tiles that straddle two samples (no rows wasted at a sample's end)
+        cands = cands + [c for c in tune.POINTWISE_SPAN if c["BM"] <= hw]
+    if not pool and not pre_act and triton_gemm.fits(x, w):  # operands through the TMA copy engine
+        cands = cands + [c for c in tune.POINTWISE_TMA if gate is None or c["BM"] <= hw]
+    cfg = tune.pick("pointwise", key, cands,
                     lambda c: _pointwise_launch(x, w, bias, act, gate, residual, pool, c, per_sample, pre_act, pre_bias),
                     clip={"BN": _p2(n_out), "BK": _p2(k)})
     return _pointwise_launch(x, w, bias, act, gate, residual, pool, cfg, per_sample, pre_act, pre_bias)
@@ -187,7 +200,9 @@ def _pointwise_launch(x, w, bias, act, gate, residual, pool, cfg, per_sample, pr
     nb, h, wd, k = x.shape
     n_out, hw = w.shape[1], h * wd
     bm, bn, bk = cfg["BM"], min(cfg["BN"], _p2(n_out)), min(cfg["BK"], _p2(k))
-    per_sample = per_sample or gate is not None or pool
+    if cfg.get("TMA"):
+        return triton_gemm.launch(x, w, bias, act, gate, residual, cfg, bn, bk)
+    per_sample = pool or (gate is not None and not (cfg.get("SPAN") and bm <= hw))
     bps = triton.cdiv(hw, bm)
     grid_m = nb * bps if per_sample else triton.cdiv(nb * hw, bm)
     out = x.new_empty((nb, h, wd, n_out)) if not pool else x.new_empty(1)
@@ -221,20 +236,37 @@ def conv(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, kernel: int, stri
     co = w.shape[1]
     oh, ow = out_size(h, kernel, stride, pads[0], pads[1]), out_size(wd, kernel, stride, pads[2], pads[3])
     flat = ci < 16
+    # few input channels (the stem): the unrolled kernel's flat K; the tap-loop kernel needs >= 16 per tap.
+    # A project fused into the unrolled kernel holds the whole mid row in one tile: at most MAX_MID wide.
+    tma = triton_conv.tma_fits(x, w, kernel, stride, pads, proj)
+    cands = [c for c in tune.CONV if not ((c.get("TAPS") or c.get("TH")) and flat) and (tma or not c.get("TH"))
+             and (flat or not c.get("FLAT"))
+             and (c.get("TAPS") or c.get("TH") or proj is None or co <= MAX_MID)]
+    if not cands:
+        raise ValueError(f"no conv kernel for {ci} input channels with a {co}-wide project fused")
     key = (nb, h, wd, ci, co, kernel, stride, act, proj is not None, residual is not None)
-    cfg = tune.pick("conv", key, tune.CONV,
+    cfg = tune.pick("conv", key, cands,
                     lambda c_: _conv_launch(x, w, bias, kernel, stride, pads, act, proj, residual, oh, ow, flat, c_),
                     clip={"BN": _p2(co), "BK": _p2(kernel * kernel * ci if flat else ci)})
     return _conv_launch(x, w, bias, kernel, stride, pads, act, proj, residual, oh, ow, flat, cfg)
 
 
+MAX_MID = 256
+
+
 def _conv_launch(x, w, bias, kernel, stride, pads, act, proj, residual, oh, ow, flat, cfg):
     nb, h, wd, ci = x.shape
     co = w.shape[1]
-    bn = _p2(co) if proj is not None else min(cfg["BN"], _p2(co))
-    bk = min(cfg["BK"], _p2(kernel * kernel * ci if flat else ci))
     c2 = proj[0].shape[1] if proj is not None else co
     out = x.new_empty((nb, oh, ow, c2))
+    if cfg.get("TH"):
+        return triton_conv.launch_tma(x, w, bias, kernel, pads, act, proj, residual, oh, ow, cfg,
+                                      min(cfg["BN"], _p2(co)), min(cfg["BK"], _p2(ci)), _p2(c2), out)
+    if cfg.get("TAPS"):
+        return triton_conv.launch(x, w, bias, kernel, stride, pads, act, proj, residual, oh, ow, cfg,
+                                  min(cfg["BN"], _p2(co)), min(cfg["BK"], _p2(ci)), _p2(c2), out)
+    bn = _p2(co) if proj is not None else min(cfg["BN"], _p2(co))
+    bk = min(cfg["BK"], _p2(kernel * kernel * ci if flat else ci))
     m = nb * oh * ow
     n_owb = triton.cdiv(ow, cfg["BM"])
     grid_m = nb * oh * n_owb if flat else triton.cdiv(m, cfg["BM"])

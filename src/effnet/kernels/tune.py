@@ -12,6 +12,7 @@ import functools
 import json
 import os
 import tempfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,15 +24,57 @@ def config(**kw: int) -> dict:
     return kw
 
 
+# The first three of each list are run 8's (docs/benchmarks/fused.md); the rest came with EfficientNetV2-S's
+# wide layers (run 9): bigger tiles, BK=64 and deeper pipelines for K and N in the hundreds to 1536.
 POINTWISE = [config(BM=128, BN=64, BK=32, warps=4, stages=3), config(BM=128, BN=128, BK=32, warps=8, stages=3),
-             config(BM=64, BN=64, BK=64, warps=4, stages=3)]
-CONV = [config(BM=128, BN=64, BK=32, warps=4, stages=3), config(BM=64, BN=64, BK=32, warps=4, stages=3)]
+             config(BM=64, BN=64, BK=64, warps=4, stages=3),
+             config(BM=128, BN=128, BK=64, warps=8, stages=3), config(BM=128, BN=256, BK=64, warps=8, stages=3),
+             config(BM=128, BN=64, BK=64, warps=4, stages=4), config(BM=64, BN=128, BK=64, warps=4, stages=4),
+             config(BM=128, BN=128, BK=64, warps=4, stages=4)]
+# With an SE gate: tiles that may straddle two samples (each row scaled by its own sample's gate), for maps
+# whose pixel count is not a multiple of BM (12x12 = 144 pixels: per-sample tiles of 128 waste 44%).
+POINTWISE_SPAN = [config(BM=128, BN=128, BK=64, warps=8, stages=3, SPAN=1),
+                  config(BM=128, BN=64, BK=64, warps=4, stages=4, SPAN=1),
+                  config(BM=64, BN=128, BK=64, warps=4, stages=4, SPAN=1)]
+# TMA: triton_gemm's kernel (operands by the TMA copy engine, grouped launch order; plain, gate or residual).
+POINTWISE_TMA = [config(BM=128, BN=128, BK=64, warps=8, stages=3, GROUP=8, TMA=1),
+                 config(BM=128, BN=256, BK=64, warps=8, stages=3, GROUP=8, TMA=1),
+                 config(BM=128, BN=64, BK=64, warps=4, stages=4, GROUP=8, TMA=1),
+                 config(BM=64, BN=128, BK=64, warps=4, stages=4, GROUP=8, TMA=1),
+                 config(BM=128, BN=128, BK=64, warps=4, stages=4, GROUP=8, TMA=1),
+                 config(BM=128, BN=128, BK=64, warps=8, stages=3, GROUP=8, TMA=1, PERSIST=1),
+                 config(BM=128, BN=256, BK=64, warps=8, stages=3, GROUP=8, TMA=1, PERSIST=1),
+                 config(BM=128, BN=128, BK=64, warps=4, stages=4, GROUP=8, TMA=1, PERSIST=1),
+                 config(BM=128, BN=64, BK=64, warps=4, stages=4, GROUP=8, TMA=1, PERSIST=2)]
+# TAPS: triton_conv's tap-loop kernel (taps as the pipelined loop, the fused project in mid-channel chunks of BN);
+# TH/TW: its TMA kernel.
+CONV = [config(BM=128, BN=64, BK=32, warps=4, stages=3), config(BM=64, BN=64, BK=32, warps=4, stages=3),
+        config(BM=128, BN=64, BK=16, warps=4, stages=3, TAPS=1), config(BM=128, BN=64, BK=32, warps=4, stages=3, TAPS=1),
+        config(BM=128, BN=64, BK=64, warps=4, stages=3, TAPS=1), config(BM=128, BN=128, BK=32, warps=8, stages=3, TAPS=1),
+        config(BM=64, BN=64, BK=32, warps=4, stages=4, TAPS=1), config(BM=128, BN=32, BK=32, warps=4, stages=3, TAPS=1),
+        # TH x TW output tiles, every tap's input one TMA box (stride 1; triton_conv.tma_fits)
+        config(TH=8, TW=16, BN=64, BK=16, warps=4, stages=3), config(TH=8, TW=16, BN=64, BK=32, warps=4, stages=3),
+        config(TH=8, TW=16, BN=64, BK=64, warps=4, stages=3), config(TH=8, TW=16, BN=128, BK=32, warps=8, stages=3),
+        config(TH=8, TW=16, BN=32, BK=32, warps=4, stages=4),
+        # after run 9's first call (H200): the 24-channel maps at 192 px and the 96 px stage's 48 -> 192 convs
+        config(BM=256, BN=32, BK=32, warps=8, stages=3, TAPS=1), config(BM=128, BN=32, BK=16, warps=4, stages=3, TAPS=1),
+        config(BM=256, BN=64, BK=16, warps=8, stages=3, TAPS=1), config(BM=128, BN=64, BK=16, warps=4, stages=4, TAPS=1),
+        config(TH=16, TW=16, BN=32, BK=32, warps=8, stages=3), config(TH=8, TW=32, BN=32, BK=32, warps=4, stages=4),
+        # few input channels only (the stem)
+        config(BM=64, BN=32, BK=32, warps=2, stages=2, FLAT=1), config(BM=32, BN=32, BK=32, warps=1, stages=2, FLAT=1)]
 
 # Time candidates on first use of a shape; off: the cached winner or the first candidate (quick start-up).
 enabled = True
 # Launch every candidate once and choose nothing (fills Triton's compile cache, e.g. in parallel worker
 # processes, so that the timing later, on an idle GPU, compiles nothing).
 compile_only = False
+# With compile_only: (i, n) launches only this worker's share of the candidates (n workers compile one model's
+# kernels side by side, each a different share; the first candidate is still launched by every worker).
+shard: tuple[int, int] | None = None
+
+# Part of the cache file's name: raised when the candidate lists change, so that shapes tuned among the old
+# candidates are timed again among the new ones (2: run 9's GEMM / conv candidates).
+CACHE_VERSION = 2
 
 _memory: dict[str, dict] = {}
 _loaded: set[Path] = set()
@@ -48,7 +91,7 @@ def cache_path() -> Path:
 
     base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "effnet"
     card = torch.cuda.get_device_name().replace(" ", "_").replace("/", "_")
-    return base / f"kernels-{card}-triton{triton.__version__}.json"
+    return base / f"kernels{CACHE_VERSION}-{card}-triton{triton.__version__}.json"
 
 
 def _load(path: Path) -> None:
@@ -101,7 +144,9 @@ def pick(kind: str, key: tuple, candidates: list[dict], run: Callable[[dict], ob
     if interpreting():
         return cands[0]
     if compile_only and not capturing():
-        for c in cands:
+        for j, c in enumerate(cands):
+            if shard is not None and (zlib.crc32(name.encode()) + j) % shard[1] != shard[0]:
+                continue
             with contextlib.suppress(Exception):  # as when timing: a config this card cannot run is skipped
                 run(c)
         return cands[0]
