@@ -73,6 +73,11 @@ def case_process(folder: str, i: int, who: str, name: str, batch: int) -> None:
         json.dump(row, f)
 
 
+# DW_PROJECT=0 forbids the depthwise-in-project MBConv path (the record script sets it when that kernel's
+# GPU check fails); unset, the tuner times it with the other paths.
+DW_PROJECT = False if os.environ.get("DW_PROJECT") == "0" else None
+
+
 @torch.no_grad()
 def precompile_process(name: str, batch: int, shard: int = 0, shards: int = 1) -> None:
     """Compile every tile candidate and path of the fused engine for one model (nothing timed, nothing chosen);
@@ -81,7 +86,8 @@ def precompile_process(name: str, batch: int, shard: int = 0, shards: int = 1) -
 
     tune.compile_only = True
     tune.shard = (shard, shards) if shards > 1 else None
-    fused = FusedNet(randomize_bn(effnet.create_model(name)).cuda().eval(), dtype=torch.bfloat16, cuda_graph=False)
+    fused = FusedNet(randomize_bn(effnet.create_model(name)).cuda().eval(), dtype=torch.bfloat16, cuda_graph=False,
+                     dw_project=DW_PROJECT)
     fused(channels_last_input(batch, MODELS[name][1]))
     torch.cuda.synchronize()
 
@@ -139,7 +145,8 @@ def part_baselines() -> None:
         for batch in (256, 1) if name == "efficientnet_b0" else (256,):
             x = channels_last_input(batch, res)
             t0 = time.time()
-            fn = FusedNet(randomize_bn(effnet.create_model(name)).cuda().eval(), dtype=torch.bfloat16)
+            fn = FusedNet(randomize_bn(effnet.create_model(name)).cuda().eval(), dtype=torch.bfloat16,
+                          dw_project=DW_PROJECT)
             fn(x)
             torch.cuda.synchronize()
             ms = bench(lambda fn=fn, x=x: fn(x), 100 if batch == 1 else 20)
