@@ -119,7 +119,7 @@ def report(*paths: str) -> None:
     env = next(r for r in first if r["part"] == "env")
     table, data = speed_table(first)  # timings from the first file only: one run, one card
     print(table, "\n")
-    if any(r["part"] == "per_block" for r in first):
+    if any(r["part"] == "per_block" for r in first) and any(r["part"] == "copy" for r in first):
         print(per_block_table(first), "\n")
     if any(r["part"] == "depthwise" for r in first):
         print(depthwise_table(first), "\n")
