@@ -354,22 +354,16 @@ def per_block(model: nn.Module, fused, unfused, res: int, batch: int = 256) -> N
 
 
 @torch.no_grad()
-def part_profile() -> None:
-    """Device time of fused B0 at batch 256 by kernel (torch.profiler, no CUDA graph), per forward."""
+def kernel_sums(fn, reps: int = 5) -> dict:
+    """Device time per call of ``fn`` by kernel name (torch.profiler): {name: [ms, launches]}."""
     from collections import defaultdict
 
-    from effnet.kernels import FusedNet, tune
-
-    model = randomize_bn(effnet.create_model("efficientnet_b0")).cuda().eval()
-    fused = FusedNet(model, dtype=torch.bfloat16, cuda_graph=False)
-    x = channels_last_input(256, 224)
     for _ in range(3):
-        fused(x)
+        fn()
     torch.cuda.synchronize()
-    reps = 5
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
         for _ in range(reps):
-            fused(x)
+            fn()
         torch.cuda.synchronize()
     totals, calls = defaultdict(float), defaultdict(int)
     for evt in prof.key_averages():
@@ -377,8 +371,20 @@ def part_profile() -> None:
         if t:
             totals[evt.key[:60]] += t / 1e3 / reps
             calls[evt.key[:60]] += evt.count // reps
-    emit(part="profile", model="efficientnet_b0", batch=256, total_ms=sum(totals.values()),
-         kernels={k: [round(v, 4), calls[k]] for k, v in sorted(totals.items(), key=lambda kv: -kv[1])})
+    return {k: [round(v, 4), calls[k]] for k, v in sorted(totals.items(), key=lambda kv: -kv[1])}
+
+
+@torch.no_grad()
+def part_profile() -> None:
+    """Device time of fused B0 at batch 256 by kernel (torch.profiler, no CUDA graph), per forward."""
+    from effnet.kernels import FusedNet, tune
+
+    model = randomize_bn(effnet.create_model("efficientnet_b0")).cuda().eval()
+    fused = FusedNet(model, dtype=torch.bfloat16, cuda_graph=False)
+    x = channels_last_input(256, 224)
+    kernels = kernel_sums(lambda: fused(x))
+    emit(part="profile", model="efficientnet_b0", batch=256, total_ms=sum(ms for ms, _ in kernels.values()),
+         kernels=kernels)
     emit(part="tune_choices", choices={k: v for k, v in tune._memory.items() if k.startswith("depthwise")})
 
 

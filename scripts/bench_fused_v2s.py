@@ -24,32 +24,12 @@ import tempfile
 import time
 
 import torch
-from bench_fused import bench, channels_last_input, emit, graph_ms, nhwc, randomize_bn, rel
+from bench_fused import bench, channels_last_input, emit, graph_ms, kernel_sums, nhwc, randomize_bn, rel
 
 import effnet
 
 NAME, RES, BATCH = "efficientnet_v2_s", 384, 256
 ME = os.path.abspath(__file__)
-
-
-def kernel_sums(fn, reps: int = 5) -> dict:
-    """Device time per call of ``fn`` by kernel name (torch.profiler): {name: [ms, launches]}."""
-    from collections import defaultdict
-
-    for _ in range(3):
-        fn()
-    torch.cuda.synchronize()
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-        for _ in range(reps):
-            fn()
-        torch.cuda.synchronize()
-    totals, calls = defaultdict(float), defaultdict(int)
-    for evt in prof.key_averages():
-        t = getattr(evt, "self_device_time_total", None) or getattr(evt, "self_cuda_time_total", 0)
-        if t:
-            totals[evt.key[:60]] += t / 1e3 / reps
-            calls[evt.key[:60]] += evt.count // reps
-    return {k: [round(v, 4), calls[k]] for k, v in sorted(totals.items(), key=lambda kv: -kv[1])}
 
 
 def _fused_library_run8(self, x, L, pads):

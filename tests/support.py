@@ -47,3 +47,12 @@ def train_until_interrupted(monkeypatch, config, epoch: int) -> None:
     with pytest.raises(KeyboardInterrupt):
         train(config)
     monkeypatch.setattr("effnet.train.run.ckpt.save_checkpoint", real_save)
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Relative error ||a - b|| / ||b||."""
+    return float(((a - b).norm() / b.norm()).detach())
+
+
+def nhwc(x: torch.Tensor) -> torch.Tensor:
+    return x.permute(0, 2, 3, 1).contiguous()

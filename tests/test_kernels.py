@@ -23,7 +23,7 @@ from effnet.kernels import FusedNet, fold
 from effnet.kernels.engine import _pads
 from effnet.model import EfficientConvNet
 from effnet.tables import BlockType, NetSpec, Stage
-from support import randomize_bn
+from support import nhwc, randomize_bn, rel
 
 ops = pytest.importorskip("effnet.kernels.triton_ops")
 dw_ops = pytest.importorskip("effnet.kernels.triton_depthwise")
@@ -32,14 +32,6 @@ dwp_ops = pytest.importorskip("effnet.kernels.triton_dwproject")
 
 MB, FU, DS = BlockType.MBCONV, BlockType.FUSED_MBCONV, BlockType.DEPTHWISE_SEPARABLE
 ACTS = {0: lambda t: t, 1: F.relu, 2: F.relu6, 3: F.silu, 4: F.hardswish}
-
-
-def rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float(((a - b).norm() / b.norm()).detach())
-
-
-def nhwc(x: torch.Tensor) -> torch.Tensor:
-    return x.permute(0, 2, 3, 1).contiguous()
 
 
 @pytest.fixture(autouse=True)

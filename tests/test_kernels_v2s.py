@@ -12,20 +12,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from support import nhwc, rel
+
 os.environ["TRITON_INTERPRET"] = "1"
 pytest.importorskip("triton")
 
 ops = pytest.importorskip("effnet.kernels.triton_ops")
 conv_ops = pytest.importorskip("effnet.kernels.triton_conv")
 gemm_ops = pytest.importorskip("effnet.kernels.triton_gemm")
-
-
-def rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float(((a - b).norm() / b.norm()).detach())
-
-
-def nhwc(x: torch.Tensor) -> torch.Tensor:
-    return x.permute(0, 2, 3, 1).contiguous()
 
 
 @pytest.fixture(autouse=True)

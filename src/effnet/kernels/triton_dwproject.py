@@ -23,27 +23,8 @@ import triton.language as tl
 
 from effnet.kernels import tune
 from effnet.kernels.triton_common import _act, _p2, out_size
-from effnet.kernels.triton_depthwise import WEIGHT_ALIGN
+from effnet.kernels.triton_depthwise import WEIGHT_ALIGN, _dw_row
 from effnet.kernels.tune import config
-
-
-@triton.jit
-def _dw_row(d, e_tile, wd_ptr, kk, k_mask, p_mask, ih, iw0, kh, H, W, C, WS, KS: tl.constexpr, EVEN_K: tl.constexpr):
-    """Add kernel row ``kh``'s k taps to the depthwise chunk ``d`` [BM, BK]."""
-    h_ok = p_mask & (ih >= 0) & (ih < H)
-    for kw in tl.static_range(KS):
-        iw = iw0 + kw
-        ok = h_ok & (iw >= 0) & (iw < W)
-        if EVEN_K:  # no channel mask: the load's predicate is per pixel only
-            m = ok[:, None]
-        else:
-            m = ok[:, None] & k_mask[None, :]
-        v = tl.load(e_tile + (kh * W + kw) * C, mask=m, other=0.0)
-        # the tap's weights as a broadcast [BM, BK] tile (lands in d's layout; see triton_depthwise);
-        # unmasked: weight rows are padded to WS >= every chunk's end
-        wv = tl.load(tl.broadcast_to((wd_ptr + (kh * KS + kw) * WS + kk)[None, :], d.shape))
-        d += v.to(tl.float32) * wv
-    return d
 
 
 @triton.jit

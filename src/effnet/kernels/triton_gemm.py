@@ -20,21 +20,21 @@ from effnet.kernels.tune import interpreting
 
 
 @triton.jit
-def _gemm_tma_kernel(a_desc, w_desc, bias_ptr, gate_ptr, res_ptr, out_ptr, HW, M, K, N,
-                     ACT: tl.constexpr, HAS_GATE: tl.constexpr, HAS_RES: tl.constexpr,
-                     BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GROUP: tl.constexpr):
-    # grouped launch order: GROUP row blocks share each column block's W tiles in L2
-    pid = tl.program_id(0)
-    n_m = tl.cdiv(M, BM)
-    n_n = tl.cdiv(N, BN)
+def _grouped(tile, n_m, n_n, GROUP: tl.constexpr):
+    """(row block, column block) of ``tile`` in grouped order: GROUP row blocks share each column block's W
+    tiles in L2."""
     per_group = GROUP * n_n
-    first_m = (pid // per_group) * GROUP
+    first_m = (tile // per_group) * GROUP
     size = tl.minimum(n_m - first_m, GROUP)
-    pid_m = first_m + (pid % per_group) % size
-    pid_n = (pid % per_group) // size
-    rows = pid_m.to(tl.int64) * BM + tl.arange(0, BM)
-    cols = pid_n * BN + tl.arange(0, BN)
+    return first_m + (tile % per_group) % size, (tile % per_group) // size
+
+
+@triton.jit
+def _tile_acc(a_desc, w_desc, gate_ptr, pid_m, pid_n, HW, M, K,
+              HAS_GATE: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
+    """A [BM, BN] float32 tile of A @ W, A's rows scaled by their sample's SE gate as they are loaded."""
     if HAS_GATE:  # BM <= HW: the tile's rows belong to sample s or s + 1
+        rows = pid_m.to(tl.int64) * BM + tl.arange(0, BM)
         s = (pid_m * BM) // HW
         first = (rows // HW) == s
         s2_ok = (s + 1) * HW < M
@@ -47,6 +47,17 @@ def _gemm_tma_kernel(a_desc, w_desc, bias_ptr, gate_ptr, res_ptr, out_ptr, HW, M
             g2 = tl.load(gate_ptr + (s + 1) * K + kk, mask=(kk < K) & s2_ok, other=0.0)
             a = (a.to(tl.float32) * tl.where(first[:, None], g[None, :], g2[None, :])).to(a_desc.dtype)
         acc = tl.dot(a, w_desc.load([k0, pid_n * BN]), acc)
+    return acc
+
+
+@triton.jit
+def _gemm_tma_kernel(a_desc, w_desc, bias_ptr, gate_ptr, res_ptr, out_ptr, HW, M, K, N,
+                     ACT: tl.constexpr, HAS_GATE: tl.constexpr, HAS_RES: tl.constexpr,
+                     BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GROUP: tl.constexpr):
+    pid_m, pid_n = _grouped(tl.program_id(0), tl.cdiv(M, BM), tl.cdiv(N, BN), GROUP)
+    acc = _tile_acc(a_desc, w_desc, gate_ptr, pid_m, pid_n, HW, M, K, HAS_GATE, BM, BN, BK)
+    rows = pid_m.to(tl.int64) * BM + tl.arange(0, BM)
+    cols = pid_n * BN + tl.arange(0, BN)
     y = _act(acc + tl.load(bias_ptr + cols, mask=cols < N, other=0.0)[None, :], ACT)
     mask = (rows < M)[:, None] & (cols < N)[None, :]
     if HAS_RES:
@@ -63,26 +74,9 @@ def _gemm_tma_persistent_kernel(a_desc, w_desc, bias_ptr, gate_ptr, res_desc, ou
     # and output out through TMA boxes as well (clipped at the edges by the copy engine).
     n_m = tl.cdiv(M, BM)
     n_n = tl.cdiv(N, BN)
-    per_group = GROUP * n_n
     for tile in tl.range(tl.program_id(0), n_m * n_n, PROGRAMS, flatten=True):
-        first_m = (tile // per_group) * GROUP
-        size = tl.minimum(n_m - first_m, GROUP)
-        pid_m = first_m + (tile % per_group) % size
-        pid_n = (tile % per_group) // size
-        if HAS_GATE:  # BM <= HW: the tile's rows belong to sample s or s + 1
-            rows = pid_m.to(tl.int64) * BM + tl.arange(0, BM)
-            s = (pid_m * BM) // HW
-            first = (rows // HW) == s
-            s2_ok = (s + 1) * HW < M
-        acc = tl.zeros((BM, BN), dtype=tl.float32)
-        for k0 in range(0, K, BK):
-            a = a_desc.load([pid_m * BM, k0])
-            if HAS_GATE:
-                kk = k0 + tl.arange(0, BK)
-                g = tl.load(gate_ptr + s * K + kk, mask=kk < K, other=0.0)
-                g2 = tl.load(gate_ptr + (s + 1) * K + kk, mask=(kk < K) & s2_ok, other=0.0)
-                a = (a.to(tl.float32) * tl.where(first[:, None], g[None, :], g2[None, :])).to(a_desc.dtype)
-            acc = tl.dot(a, w_desc.load([k0, pid_n * BN]), acc)
+        pid_m, pid_n = _grouped(tile, n_m, n_n, GROUP)
+        acc = _tile_acc(a_desc, w_desc, gate_ptr, pid_m, pid_n, HW, M, K, HAS_GATE, BM, BN, BK)
         cols = pid_n * BN + tl.arange(0, BN)
         y = _act(acc + tl.load(bias_ptr + cols, mask=cols < N, other=0.0)[None, :], ACT)
         if HAS_RES:
