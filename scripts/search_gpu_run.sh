@@ -24,6 +24,7 @@ CHECK=${CHECK:-10}              # networks of each latency check
 BATCH=${BATCH:-32}              # batch of the latency table
 SCALE=${SCALE:-1}               # multiplies every time box (a rehearsal on a slow CPU needs more)
 PARTS=${PARTS:-"1 2 3"}          # which parts run (two calls: PARTS=1, then PARTS="2 3")
+STEP=${STEP:-0.1}               # grid step of the compound run of part 1
 # Time boxes (seconds, times SCALE). Seen on 2 x H100 (docs/search.md): a candidate of 6 epochs trains
 # in 25-33 s alone and 32-41 s beside another; the train-step check needs more than 35 s.
 BOX_1GPU=${BOX_1GPU:-100} BOX_2GPU=${BOX_2GPU:-70} BOX_CHECK=${BOX_CHECK:-35} BOX_SEARCH=${BOX_SEARCH:-75}
@@ -54,7 +55,7 @@ run() {  # seconds, command...: time-boxed, output to the log
 cat "$OUT/env.txt" | tee -a "$OUT/log.txt"
 
 # 1. candidates per hour, 1 GPU vs 2 GPUs: the same grid, the same recipe, separate folders.
-GRID=(search compound --data photos --epochs "$EPOCHS" --step 0.1 --gamma 1.05 1.45 --limit "$LIMIT" --phi-max 1
+GRID=(search compound --data photos --epochs "$EPOCHS" --step "$STEP" --gamma 1.05 1.45 --limit "$LIMIT" --phi-max 1
       --multiples 2)
 rate() {  # name, visible devices, time box
     local start end
