@@ -19,6 +19,7 @@ from bench_fused import MODELS, bench, channels_last_input, emit, randomize_bn
 from torch import nn
 
 import effnet
+from effnet.kernels.parallel_compile import spawn
 
 
 def fold_bn(m: nn.Module) -> nn.Module:
@@ -78,20 +79,6 @@ def case_process(folder: str, i: int, who: str, name: str, batch: int) -> None:
 DW_PROJECT = False if os.environ.get("DW_PROJECT") == "0" else None
 
 
-@torch.no_grad()
-def precompile_process(name: str, batch: int, shard: int = 0, shards: int = 1) -> None:
-    """Compile every tile candidate and path of the fused engine for one model (nothing timed, nothing chosen);
-    with ``shards`` > 1 only this worker's share of the candidates (the others compile the rest)."""
-    from effnet.kernels import FusedNet, tune
-
-    tune.compile_only = True
-    tune.shard = (shard, shards) if shards > 1 else None
-    fused = FusedNet(randomize_bn(effnet.create_model(name)).cuda().eval(), dtype=torch.bfloat16, cuda_graph=False,
-                     dw_project=DW_PROJECT)
-    fused(channels_last_input(batch, MODELS[name][1]))
-    torch.cuda.synchronize()
-
-
 def _wait(paths: list[str], procs: list, deadline: float) -> None:
     while time.time() < deadline and not all(os.path.exists(p) or pr.poll() is not None
                                              for p, pr in zip(paths, procs)):
@@ -116,9 +103,10 @@ def part_baselines() -> None:
     procs = [subprocess.Popen([sys.executable, me, "__case__", folder, str(i), who, name, str(batch)])
              for i, (who, name, batch) in enumerate(cases)]
     shards = int(os.environ.get("PRECOMPILE_SHARDS", "3"))  # workers per model and batch (each a share)
-    pre = [subprocess.Popen([sys.executable, me, "__precompile__", name, str(batch), str(i), str(shards)])
-           for name in MODELS if name in only for batch in ((256, 1) if name == "efficientnet_b0" else (256,))
-           for i in range(shards)]
+    pre = [p for name in MODELS if name in only for batch in ((256, 1) if name == "efficientnet_b0" else (256,))
+           for p in spawn(effnet.create_model(name), torch.empty(batch, 3, MODELS[name][1], MODELS[name][1],
+                                                                 dtype=torch.bfloat16, device="cuda"),
+                          shards, folder, dw_project=DW_PROJECT)]
     deadline = time.time() + float(os.environ.get("COMPILE_LIMIT_S", "420"))
     _wait([os.path.join(folder, f"ready_{i}") for i in range(len(cases))], procs, deadline)
     for p in pre:
@@ -162,5 +150,3 @@ if __name__ == "__main__":  # the worker processes part_baselines starts
     if sys.argv[1] == "__case__":
         folder, i, who, name, batch = sys.argv[2:7]
         case_process(folder, int(i), who, name, int(batch))
-    elif sys.argv[1] == "__precompile__":
-        precompile_process(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))

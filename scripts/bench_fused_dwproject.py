@@ -1,19 +1,18 @@
 """The depthwise-in-project MBConv path (``triton_dwproject``) in scripts/bench_fused.py: its kernel checks, its
 per-block table, and the parallel precompile that keeps a from-scratch tuning run short.
 
-Used by bench_fused.py (``CHECK=dwp``, ``BLOCK_VS=dwproject``, ``PRECOMPILE=1``); the precompile workers run
-this file as ``python scripts/bench_fused_dwproject.py __precompile__ MODEL SHARD SHARDS``.
+Used by bench_fused.py (``CHECK=dwp``, ``BLOCK_VS=dwproject``, ``PRECOMPILE=1``); the precompile workers are
+``effnet.kernels.parallel_compile``'s.
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
+import tempfile
 import time
 
 import torch
-from bench_fused import MB, MODELS, channels_last_input, emit, graph_ms, nhwc, randomize_bn, rel
+from bench_fused import MB, MODELS, channels_last_input, emit, graph_ms, nhwc, rel
 from torch import nn
 
 import effnet
@@ -66,14 +65,15 @@ _PRECOMPILE: list = []
 
 
 def start_precompile() -> None:
-    """Worker processes that compile the ``ONLY`` models' kernels (every tile candidate and path; nothing timed),
-    a few blocks each, so that the tuning later finds Triton's compile cache warm."""
+    """Worker processes that compile the ``ONLY`` models' kernels at batch 256 (every tile candidate and path;
+    nothing timed), so that the tuning later finds Triton's compile cache warm."""
+    from effnet.kernels.parallel_compile import spawn
+
     only = os.environ.get("ONLY", ",".join(MODELS)).split(",")
     shards = int(os.environ.get("PRECOMPILE_SHARDS", "6"))
+    folder = tempfile.mkdtemp()
     for name in only:
-        for i in range(shards):
-            _PRECOMPILE.append(subprocess.Popen([sys.executable, os.path.abspath(__file__), "__precompile__", name,
-                                                 str(i), str(shards)]))
+        _PRECOMPILE.extend(spawn(effnet.create_model(name), channels_last_input(256, MODELS[name][1]), shards, folder))
 
 
 def wait_precompile(limit_s: float = 170.0) -> None:
@@ -86,28 +86,6 @@ def wait_precompile(limit_s: float = 170.0) -> None:
     if _PRECOMPILE:
         emit(part="precompile", seconds_waited=time.time() - t0, rcs=[p.returncode for p in _PRECOMPILE])
     _PRECOMPILE.clear()
-
-
-@torch.no_grad()
-def precompile_shard(name: str, shard: int, shards: int, batch: int = 256) -> None:
-    """Compile-only run of every ``shards``-th block of ``name`` at ``batch``, on inputs of each block's shape
-    (the stem and head, a few kernels, compile when the model is first tuned)."""
-    from effnet.kernels import FusedNet, tune
-
-    tune.compile_only = True
-    model = randomize_bn(effnet.create_model(name)).cuda().eval()
-    fused = FusedNet(model, dtype=torch.bfloat16, cuda_graph=False)
-    res = MODELS[name][1]
-    with torch.autocast("cuda", dtype=torch.bfloat16):  # each block's input shape, from one image
-        shapes = [model.stem(torch.randn(1, 3, res, res, device="cuda")).shape]
-        for stage in model.stages:
-            for blk in stage:
-                shapes.append(blk(torch.randn(shapes[-1], device="cuda")).shape)
-    for i, layer in enumerate(fused.layers):
-        if i % shards == shard:
-            _, c, h, w = shapes[i]
-            fused.run_block(torch.randn(batch, h, w, c, device="cuda", dtype=torch.bfloat16), layer)
-    torch.cuda.synchronize()
 
 
 @torch.no_grad()
@@ -136,6 +114,3 @@ def per_block_dwproject(name: str, model: nn.Module, fused, res: int, batch: int
              se=s.has_se, in_shape=list(a.shape[1:]), mid=s.mid_channels, out_channels=s.out_channels,
              **{f"{k}_ms": v for k, v in t.items()})
 
-
-if __name__ == "__main__":  # a precompile worker (start_precompile)
-    precompile_shard(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))

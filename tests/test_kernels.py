@@ -344,3 +344,33 @@ def test_tune_compile_only_launches_every_candidate_and_chooses_nothing(monkeypa
     assert tune.pick("probe_kind", (1, 2), cands, run) == cands[0]
     assert launched == [128, 32, 64]
     assert "probe_kind(1, 2)" not in tune._memory  # nothing chosen, nothing cached
+
+
+# --- parallel compile workers (effnet.kernels.parallel_compile) ------------------------------------------
+def test_precompile_workers_rebuild_the_model_and_run_the_engine(tmp_path):
+    """The workers' whole path (config file -> model -> engine -> one forward) in real subprocesses, here under
+    the interpreter on the CPU; an engine option FusedNet does not take makes them fail."""
+    from effnet.kernels.parallel_compile import spawn
+
+    model = effnet.create_model("efficientnet_b0", width=0.25, depth=0.25, num_classes=7)
+    x = torch.randn(1, 3, 16, 16).to(torch.bfloat16)
+    good = spawn(model, x, 2, str(tmp_path), dw_project=False)
+    bad = spawn(model, x, 1, str(tmp_path), not_an_option=True)
+    assert [p.wait(240) for p in good] == [0, 0]
+    assert bad[0].wait(240) != 0
+
+
+def test_precompile_needs_a_gpu_input_and_sane_workers(monkeypatch, tmp_path):
+    from effnet.kernels import parallel_compile as pre
+
+    model = effnet.create_model("efficientnet_b0", width=0.25, depth=0.25, num_classes=7)
+    x = torch.randn(1, 3, 16, 16)
+    assert pre.precompile(model, x) == []  # the interpreter compiles nothing: no workers
+    monkeypatch.setattr(pre.tune, "interpreting", lambda: False)
+    with pytest.raises(ValueError, match="CUDA GPU"):
+        pre.precompile(model, x)
+    with pytest.raises(ValueError, match="workers must be an integer >= 1"):
+        pre.spawn(model, x, 0, str(tmp_path))
+    with pytest.raises(ValueError, match="bfloat16, float16 or float32"):
+        pre.spawn(model, x.to(torch.int32), 1, str(tmp_path))
+    assert 1 <= pre.default_workers() <= 8
