@@ -27,6 +27,8 @@ import torch
 
 from effnet.kernels import tune
 
+# A worker's program (``-c``, not ``-m``: the package has imported this module already).
+_WORKER = "import sys; from effnet.kernels.parallel_compile import _worker; _worker(*sys.argv[1:])"
 DTYPE_NAMES = {torch.bfloat16: "bfloat16", torch.float16: "float16", torch.float32: "float32"}
 
 
@@ -50,8 +52,8 @@ def spawn(model: torch.nn.Module, x: torch.Tensor, workers: int, folder: str, **
     package_root = str(Path(__file__).resolve().parents[2])  # the folder that holds effnet/
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (package_root, os.environ.get("PYTHONPATH"))))}
     shape = ",".join(map(str, x.shape))
-    return [subprocess.Popen([sys.executable, "-m", "effnet.kernels.parallel_compile", str(config), shape,
-                              DTYPE_NAMES[x.dtype], str(x.device), str(i), str(workers), json.dumps(engine_options)],
+    args = [str(config), shape, DTYPE_NAMES[x.dtype], str(x.device)]
+    return [subprocess.Popen([sys.executable, "-c", _WORKER, *args, str(i), str(workers), json.dumps(engine_options)],
                              env=env, stdout=subprocess.DEVNULL)
             for i in range(workers)]
 
@@ -92,6 +94,3 @@ def _worker(config_path: str, shape: str, dtype: str, device: str, shard: str, s
     if torch.cuda.is_available():
         torch.cuda.synchronize()
 
-
-if __name__ == "__main__":
-    _worker(*sys.argv[1:8])
