@@ -329,17 +329,23 @@ def graph_ms(fn, autocast: bool = False) -> float:
 
 
 @torch.no_grad()
-def per_block(model: nn.Module, fused, unfused, res: int, batch: int = 256) -> None:
-    """Each block timed alone on its real input, as a CUDA graph: fused engine (with the path it chose),
-    fused engine without expand+depthwise fusion, eager effnet (bf16 autocast, channels_last)."""
-    x = channels_last_input(batch, res)
+def block_activations(model: nn.Module, x: torch.Tensor) -> tuple[list[nn.Module], list[torch.Tensor]]:
+    """The eager model's blocks (channels_last) and every block's input on ``x`` in bf16 autocast, then the
+    last block's output: what a block timed alone is fed."""
     eager = model.to(memory_format=torch.channels_last)
     with torch.autocast("cuda", dtype=torch.bfloat16):
         acts = [eager.stem(x.float())]
         for stage in eager.stages:
             for blk in stage:
                 acts.append(blk(acts[-1]))
-    blocks = [blk for stage in eager.stages for blk in stage]
+    return [blk for stage in eager.stages for blk in stage], acts
+
+
+@torch.no_grad()
+def per_block(model: nn.Module, fused, unfused, res: int, batch: int = 256) -> None:
+    """Each block timed alone on its real input, as a CUDA graph: fused engine (with the path it chose),
+    fused engine without expand+depthwise fusion, eager effnet (bf16 autocast, channels_last)."""
+    blocks, acts = block_activations(model, channels_last_input(batch, res))
     for layer, blk, a, out in zip(fused.layers, blocks, acts[:-1], acts[1:]):
         s = layer["spec"]
         a16 = a.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)

@@ -12,7 +12,7 @@ import tempfile
 import time
 
 import torch
-from bench_fused import MB, MODELS, channels_last_input, emit, graph_ms, nhwc, rel
+from bench_fused import MB, MODELS, block_activations, channels_last_input, emit, graph_ms, nhwc, rel
 from torch import nn
 
 import effnet
@@ -97,12 +97,7 @@ def per_block_dwproject(name: str, model: nn.Module, fused, res: int, batch: int
     forced = FusedNet(model, dtype=torch.bfloat16, dw_project=True)
     forbidden = FusedNet(model, dtype=torch.bfloat16, dw_project=False)
     forbidden(channels_last_input(batch, res))  # its own path choices
-    x = channels_last_input(batch, res)
-    with torch.autocast("cuda", dtype=torch.bfloat16):
-        acts = [model.stem(x.float())]
-        for stage in model.stages:
-            for blk in stage:
-                acts.append(blk(acts[-1]))
+    _, acts = block_activations(model, channels_last_input(batch, res))
     for layer, a in zip(fused.layers, acts[:-1]):
         s = layer["spec"]
         if s.block is not MB:

@@ -24,7 +24,17 @@ import tempfile
 import time
 
 import torch
-from bench_fused import bench, channels_last_input, emit, graph_ms, kernel_sums, nhwc, randomize_bn, rel
+from bench_fused import (
+    bench,
+    block_activations,
+    channels_last_input,
+    emit,
+    graph_ms,
+    kernel_sums,
+    nhwc,
+    randomize_bn,
+    rel,
+)
 
 import effnet
 
@@ -127,13 +137,7 @@ def variant_run(variant: str) -> None:
 
 def blocks_ms(variant: str, model, engines: dict, x: torch.Tensor) -> None:
     """Each block alone on its real input (CUDA graph): every engine, and eager effnet (bf16 autocast)."""
-    eager = model.to(memory_format=torch.channels_last)
-    with torch.autocast("cuda", dtype=torch.bfloat16):
-        acts = [eager.stem(x.float())]
-        for stage in eager.stages:
-            for blk in stage:
-                acts.append(blk(acts[-1]))
-    blocks = [blk for stage in eager.stages for blk in stage]
+    blocks, acts = block_activations(model, x)
     for i, (blk, a) in enumerate(zip(blocks, acts[:-1])):
         a16 = a.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
         a_nhwc = nhwc(a16)

@@ -19,6 +19,7 @@ import os
 from pathlib import Path
 
 import torch
+from bench_fused import agreement, rel  # (scripts/ is on the path: this file's folder)
 from torchvision.transforms import v2
 
 import effnet
@@ -51,18 +52,10 @@ def ten_crops(images: list[torch.Tensor], res: int) -> torch.Tensor:
     return norm(torch.stack(crops).float() / 255)
 
 
-def agreement(y: torch.Tensor, ref: torch.Tensor) -> dict:
-    """Top-1 agreement and top-5 overlap of two logit batches."""
-    top1 = float((y.argmax(1) == ref.argmax(1)).float().mean())
-    overlap = [len(set(a) & set(b)) for a, b in zip(y.topk(5, 1).indices.tolist(), ref.topk(5, 1).indices.tolist())]
-    return {"top1_agree": top1, "top5_overlap_mean": sum(overlap) / len(overlap), "top5_overlap_min": min(overlap)}
-
-
 @torch.no_grad()
 def check(name: str, weights: str, images: list[torch.Tensor]) -> dict:
-    from effnet.kernels import FusedNet, tune
+    from effnet.kernels import FusedNet
 
-    tune.enabled = False  # correctness only: each shape's first tile candidate, nothing timed
     try:
         model = effnet.create_model(name, weights=weights).cuda().eval()
     except (ConnectionError, OSError, ValueError) as e:
@@ -72,7 +65,7 @@ def check(name: str, weights: str, images: list[torch.Tensor]) -> dict:
     y = FusedNet(model, dtype=torch.bfloat16)(x.to(torch.bfloat16).contiguous(memory_format=torch.channels_last))
     per_image = ref.softmax(1).view(len(images), 10, -1).mean(1).argmax(1)  # the ten crops' mean, PyTorch
     return {"part": "check_pretrained", "model": name, "weights": weights, "images": len(images),
-            "crops": len(x), "res": model.config.resolution, "rel_err": float((y - ref).norm() / ref.norm()),
+            "crops": len(x), "res": model.config.resolution, "rel_err": rel(y, ref),
             **agreement(y.float(), ref), "pytorch_top1_class_per_image": per_image.tolist()}
 
 
@@ -84,6 +77,9 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
         raise SystemExit("check_pretrained: the fused engine needs a CUDA GPU; none is visible")
+    from effnet.kernels import tune
+
+    tune.enabled = False  # correctness only: each shape's first tile candidate, nothing timed
     images = photographs(args.images)
     with open(os.path.join(os.environ.get("OUT", "."), "rows.jsonl"), "a") as f:
         for name in args.models:
