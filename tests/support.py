@@ -56,3 +56,20 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def nhwc(x: torch.Tensor) -> torch.Tensor:
     return x.permute(0, 2, 3, 1).contiguous()
+
+
+def conv_case(ci: int, co: int, hw: tuple[int, int], stride: int, pads: tuple[int, int, int, int], proj: bool,
+              res: bool, c2: int = 16) -> tuple:
+    """A 3x3 conv + SiLU (+ a 1x1 project to ``c2`` channels, or ``ci`` with a residual; + the residual) in
+    NHWC: (x, weights flattened as the conv kernels take them, bias, project, residual, float32 reference)."""
+    import torch.nn.functional as F
+
+    k = 3
+    x, w, b = torch.randn(2, *hw, ci), torch.randn(co, ci, k, k), torch.randn(co)
+    wflat = w.permute(2, 3, 1, 0).reshape(-1, co).contiguous()
+    c2 = ci if res else c2
+    p = (torch.randn(co, c2), torch.randn(c2)) if proj else None
+    ref = nhwc(F.silu(F.conv2d(F.pad(x.permute(0, 3, 1, 2), (pads[2], pads[3], pads[0], pads[1])), w, b, stride)))
+    residual = torch.randn(*ref.shape[:3], c2 if proj else co) if res else None
+    ref = ref @ p[0] + p[1] if proj else ref
+    return x, wflat, b, p, residual, ref + residual if res else ref

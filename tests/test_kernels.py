@@ -23,7 +23,7 @@ from effnet.kernels import FusedNet, fold
 from effnet.kernels.engine import _pads
 from effnet.model import EfficientConvNet
 from effnet.tables import BlockType, NetSpec, Stage
-from support import nhwc, randomize_bn, rel
+from support import conv_case, nhwc, randomize_bn, rel
 
 ops = pytest.importorskip("effnet.kernels.triton_ops")
 dw_ops = pytest.importorskip("effnet.kernels.triton_depthwise")
@@ -205,19 +205,8 @@ def test_se_excite():
 @pytest.mark.parametrize("ci,co,stride,proj,res", [(3, 24, 2, False, False), (12, 20, 1, False, True),
                                                    (24, 40, 2, True, False), (16, 48, 1, True, True)])
 def test_conv_implicit_gemm(ci, co, stride, proj, res):
-    k, hw = 3, 10
-    x, w, b = torch.randn(2, hw, hw, ci), torch.randn(co, ci, k, k), torch.randn(co)
-    wflat = w.permute(2, 3, 1, 0).reshape(-1, co).contiguous()
-    c2 = ci if res else 16
-    p = (torch.randn(co, c2), torch.randn(c2)) if proj else None
-    out_c = c2 if proj else co
-    residual = torch.randn(2, hw, hw, out_c) if res else None
-    y = ops.conv(x, wflat, b, k, stride, (1, 1, 1, 1), 3, proj=p, residual=residual)
-    ref = nhwc(F.silu(F.conv2d(x.permute(0, 3, 1, 2), w, b, stride, 1)))
-    if proj:
-        ref = ref @ p[0] + p[1]
-    if res:
-        ref = ref + residual
+    x, wflat, b, p, residual, ref = conv_case(ci, co, (10, 10), stride, (1, 1, 1, 1), proj, res)
+    y = ops.conv(x, wflat, b, 3, stride, (1, 1, 1, 1), 3, proj=p, residual=residual)
     assert rel(y, ref) < 1e-5
 
 

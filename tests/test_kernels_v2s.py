@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from support import nhwc, rel
+from support import conv_case, nhwc, rel
 
 os.environ["TRITON_INTERPRET"] = "1"
 pytest.importorskip("triton")
@@ -34,20 +34,9 @@ def _seed(one_thread):
                                                        (16, 24, 1, (1, 1, 1, 1), False, True),
                                                        (40, 20, 2, (1, 1, 1, 1), False, False)])
 def test_conv_tap_loop_kernel(ci, co, stride, pads, proj, res):
-    k, hw = 3, 7
-    x, w, b = torch.randn(2, hw, hw, ci), torch.randn(co, ci, k, k), torch.randn(co)
-    wflat = w.permute(2, 3, 1, 0).reshape(-1, co).contiguous()
-    c2 = ci if res else 12
-    p = (torch.randn(co, c2), torch.randn(c2)) if proj else None
-    out_c = c2 if proj else co
-    ref = nhwc(F.silu(F.conv2d(F.pad(x.permute(0, 3, 1, 2), (pads[2], pads[3], pads[0], pads[1])), w, b, stride)))
-    residual = torch.randn(*ref.shape[:3], out_c) if res else None
-    if proj:
-        ref = ref @ p[0] + p[1]
-    if res:
-        ref = ref + residual
+    x, wflat, b, p, residual, ref = conv_case(ci, co, (7, 7), stride, pads, proj, res, c2=12)
     cfg = {"BM": 32, "BN": 16, "BK": 16, "warps": 4, "stages": 2, "TAPS": 1}
-    y = ops._conv_launch(x, wflat, b, k, stride, pads, 3, p, residual, ref.shape[1], ref.shape[2], False, cfg)
+    y = ops._conv_launch(x, wflat, b, 3, stride, pads, 3, p, residual, ref.shape[1], ref.shape[2], False, cfg)
     assert rel(y, ref) < 1e-5
 
 
@@ -56,19 +45,11 @@ def test_conv_tap_loop_kernel(ci, co, stride, pads, proj, res):
 def test_conv_tma_kernel(ci, co, proj, res, hw):
     """Stride 1: every tap's input a TMA box; image edges, channels past C_in and maps not a multiple of the
     tile come from the descriptors' zero fill / clipped stores."""
-    k = 3
-    x, w, b = torch.randn(2, *hw, ci), torch.randn(co, ci, k, k), torch.randn(co)
-    wflat = w.permute(2, 3, 1, 0).reshape(-1, co).contiguous()
-    c2 = ci if res else 16
-    p = (torch.randn(co, c2), torch.randn(c2)) if proj else None
-    out_c = c2 if proj else co
-    ref = nhwc(F.silu(F.conv2d(x.permute(0, 3, 1, 2), w, b, 1, 1)))
-    residual = torch.randn(*ref.shape[:3], out_c) if res else None
-    ref = ref @ p[0] + p[1] if proj else ref
-    ref = ref + residual if res else ref
+    x, wflat, b, p, residual, ref = conv_case(ci, co, hw, 1, (1, 1, 1, 1), proj, res)
+    out_c = ref.shape[-1]
     out = x.new_empty(ref.shape)
     cfg = {"TH": 4, "TW": 4, "BN": 16, "BK": 16, "warps": 4, "stages": 2}
-    y = conv_ops.launch_tma(x, wflat, b, k, (1, 1, 1, 1), 3, p, residual, hw[0], hw[1], cfg, 16,
+    y = conv_ops.launch_tma(x, wflat, b, 3, (1, 1, 1, 1), 3, p, residual, hw[0], hw[1], cfg, 16,
                             16, max(16, 1 << (out_c - 1).bit_length()), out)
     assert rel(y, ref) < 1e-5
 
